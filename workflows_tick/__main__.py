@@ -1,0 +1,3 @@
+from workflows_tick.cli import main
+
+main()

@@ -1,0 +1,264 @@
+"""The ``workflows`` command.
+
+Every heavy import (SQLAlchemy, Alembic, the Kubernetes client) happens inside the
+command that needs it: ``workflows <config> run`` is started once per task.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from workflows_tick import __version__
+from workflows_tick.errors import UsageError, WorkflowsError
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import DagRegistry
+
+
+class Context:
+    """What the group passes to its commands."""
+
+    def __init__(self, config: str, log_json: bool, verbose: int) -> None:
+        self.config = config
+        self.log_json = log_json
+        self.verbose = verbose
+        self._registry: DagRegistry | None = None
+
+    @property
+    def registry(self) -> DagRegistry:
+        if self._registry is None:
+            from workflows_tick.config import load_registry
+
+            self._registry = load_registry(self.config)
+        return self._registry
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="workflows")
+@click.option("--log-json", is_flag=True, envvar="WORKFLOWS_LOG_JSON", help="Log one JSON object per line.")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.argument("config")
+@click.pass_context
+def cli(ctx: click.Context, config: str, log_json: bool, verbose: int) -> None:
+    """Run DAGs of tasks on cron schedules, backed by PostgreSQL.
+
+    CONFIG is a path to a .py file, or an importable module path, exposing DAGS.
+    """
+    from workflows_tick.logs import setup_logging
+
+    setup_logging(json_lines=log_json, verbose=verbose)
+    ctx.obj = Context(config, log_json, verbose)
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("-o", "--only", metavar="TASK", help="Run only this task.")
+@click.option("-b", "--begin", metavar="TASK", help="Run this task and everything downstream of it.")
+@click.option("-e", "--end", metavar="TASK", help="Run this task and everything upstream of it.")
+@pass_ctx
+def run(obj: Context, dag: str, only: str | None, begin: str | None, end: str | None) -> None:
+    """Run DAG's tasks in this process, in topological order.
+
+    Stops with a non-zero exit at the first failure. -b and -e together run the
+    tasks between them.
+    """
+    import os
+
+    from workflows_tick.runner import run_tasks
+
+    if only is not None and (begin is not None or end is not None):
+        raise UsageError("-o cannot be combined with -b or -e")
+    loaded = obj.registry.get(_known_dag(obj.registry, dag))
+    run_tasks(loaded, loaded.select(only=only, begin=begin, end=end), os.environ)
+
+
+@cli.command()
+@click.option(
+    "--manager",
+    type=click.Choice(["worker", "kubernetes"]),
+    default=None,
+    help="Also check what this task manager needs (e.g. kube_image).",
+)
+@pass_ctx
+def validate(obj: Context, manager: str | None) -> None:
+    """Load every DAG and report every problem, one line each (exit 1 if any)."""
+    from workflows_tick.validate import validate_registry
+
+    report = validate_registry(obj.registry, manager=manager)
+    for line in report.problems:
+        click.echo(line, err=True)
+    for line in report.summary:
+        click.echo(line)
+    if report.problems:
+        sys.exit(1)
+
+
+@cli.command("list")
+@pass_ctx
+def list_dags(obj: Context) -> None:
+    """List the DAGs, their schedules and tasks."""
+    from workflows_tick.validate import list_lines
+
+    for line in list_lines(obj.registry):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("manager", type=click.Choice(["worker", "kubernetes"]))
+@click.option("--once", is_flag=True, help="One pass, then exit (the worker waits for what it started).")
+@click.option("--until-idle", is_flag=True, help="Pass after pass until no run is running.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    envvar="WORKFLOWS_INTERVAL",
+    help="Longest sleep between passes, in seconds.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    envvar="WORKFLOWS_CONCURRENCY",
+    help="worker: tasks this process runs at once.",
+)
+@click.option(
+    "--max-running",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    envvar="WORKFLOWS_MAX_RUNNING",
+    help="kubernetes: pods in flight across all schedulers.",
+)
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    envvar="WORKFLOWS_LEASE_SECONDS",
+    help="Seconds a running task run stays ours without renewal.",
+)
+@pass_ctx
+def schedule(
+    obj: Context,
+    manager: str,
+    once: bool,
+    until_idle: bool,
+    interval: float,
+    concurrency: int,
+    max_running: int,
+    lease: float,
+) -> None:
+    """Run the scheduler with the worker or kubernetes task manager.
+
+    Migrates the database first. Loops until SIGINT (finish running tasks, then
+    exit) or SIGTERM (stop them, record them failed, exit).
+    """
+    from workflows_tick.schedule import SchedulerOptions, run_scheduler
+
+    if once and until_idle:
+        raise UsageError("--once and --until-idle cannot be combined")
+    options = SchedulerOptions(
+        config=obj.config,
+        manager=manager,
+        once=once,
+        until_idle=until_idle,
+        interval=interval,
+        concurrency=concurrency,
+        max_running=max_running,
+        lease_seconds=lease,
+    )
+    run_scheduler(obj.registry, options)
+
+
+def _parse_parameters(values: tuple[str, ...]) -> dict[str, str]:
+    parameters = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name:
+            raise UsageError(f"-p {value!r}: expected VAR=value")
+        parameters[name] = rest
+    return parameters
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("-p", "--parameter", "parameters", multiple=True, metavar="VAR=VALUE", help="A parameter for the run's tasks (repeatable).")
+@click.option("--creator", default="cli", show_default=True, help="Who asked for the run.")
+@pass_ctx
+def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -> None:
+    """Create a run of DAG now and print its id."""
+    from workflows_tick.scheduler import trigger_dag
+
+    params = _parse_parameters(parameters)
+    loaded = obj.registry.get(_known_dag(obj.registry, dag))
+    run = trigger_dag(loaded, creator=creator, parameters=params)
+    click.echo(run.id)
+
+
+@cli.command()
+@click.argument("dag", required=False)
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=10, show_default=True, help="How many runs.")
+@pass_ctx
+def runs(obj: Context, dag: str | None, limit: int) -> None:
+    """Show recent runs (of DAG, or of all DAGs) and their task runs."""
+    from workflows_tick.reports import runs_table
+
+    if dag is not None:
+        _known_dag(obj.registry, dag)
+    for line in runs_table(dag, limit):
+        click.echo(line)
+
+
+@cli.command()
+@click.argument("task_run", type=int)
+@pass_ctx
+def logs(obj: Context, task_run: int) -> None:
+    """Show the stored output of a task run."""
+    from workflows_tick.reports import task_run_log
+
+    click.echo(task_run_log(task_run), nl=False)
+
+
+@cli.command()
+@pass_ctx
+def migrate(obj: Context) -> None:
+    """Bring the database schema up to date."""
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose="migrate") as db:
+        upgrade(db.engine)
+    click.echo("database is up to date")
+
+
+def _known_dag(registry: DagRegistry, name: str) -> str:
+    from workflows_tick.errors import UnknownDagError
+
+    if name not in registry:
+        raise UnknownDagError(name, registry.names())
+    return name
+
+
+def _fail(exc: WorkflowsError) -> NoReturn:
+    click.echo(f"workflows: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """Entry point: one line and an exit code for every error we expect."""
+    try:
+        return cli.main(args=argv, prog_name="workflows", standalone_mode=True)
+    except WorkflowsError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Task managers: how a claimed task run is executed (subprocess, Kubernetes pod, ...)."""
+
+from __future__ import annotations
+
+from workflows_tick.managers.base import (
+    Launch,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
+
+__all__ = ["Launch", "Outcome", "PollResult", "RunningTaskRun", "TaskManager", "manager_names"]
+
+
+def manager_names() -> list[str]:
+    return ["worker", "kubernetes"]

@@ -1,0 +1,124 @@
+"""The :class:`TaskManager` extension point.
+
+The tick pass owns the database; a manager only executes. Each pass the tick
+
+1. calls :meth:`TaskManager.poll` with the task runs of this manager that the
+   database says are running, and records what finished (and renews the lease of
+   what is still alive);
+2. claims up to :meth:`TaskManager.capacity` waiting task runs, records each as
+   running with host :meth:`TaskManager.host_for`, commits;
+3. calls :meth:`TaskManager.start` for each claim. A :class:`~workflows_tick.errors.LaunchError`
+   (or any exception) marks that attempt failed, so it is retried.
+
+Subclass it to run tasks elsewhere; see ``docs/managers.md`` for an example.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from workflows_tick.dags import Dag, Task
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything a manager needs to start one attempt of one task."""
+
+    task_run_id: int
+    dag_run_id: int
+    attempt: int
+    dag: Dag
+    task: Task
+    config: str
+    """The ``<config>`` argument as given to the scheduler, for ``workflows <config> run``."""
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    """The dag run's trigger parameters; they reach the task as environment variables."""
+    worker_config: Mapping[str, Any] = field(default_factory=dict)
+    """Registry ``worker_config`` < DAG ``worker_config`` < task ``worker_config``."""
+
+    @property
+    def timeout(self) -> float | None:
+        return self.task.timeout
+
+
+@dataclass(frozen=True)
+class RunningTaskRun:
+    """A task run the database records as running under this manager."""
+
+    id: int
+    dag_run_id: int
+    dag_name: str
+    task_name: str
+    attempt: int
+    host: str | None
+    started_at: datetime | None
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt ended."""
+
+    task_run_id: int
+    succeeded: bool
+    exit_code: int | None = None
+    error: str | None = None
+    output_tail: str | None = None
+
+
+@dataclass(frozen=True)
+class PollResult:
+    finished: Sequence[Outcome] = ()
+    alive: Sequence[int] = ()
+    """Task runs seen still running: their lease is renewed."""
+
+
+class TaskManager(ABC):
+    """Executes claimed task runs and reports how they end."""
+
+    name: ClassVar[str]
+    global_limit: int | None = None
+    """A cap on running task runs of this manager across every scheduler, or None."""
+
+    @abstractmethod
+    def capacity(self) -> int:
+        """How many more task runs this scheduler process may start now."""
+
+    @abstractmethod
+    def host_for(self, task_run_id: int, attempt: int) -> str:
+        """Where the attempt will run (hostname, pod name); recorded before launch."""
+
+    @abstractmethod
+    def start(self, launch: Launch) -> None:
+        """Start the attempt without waiting for it; raise LaunchError when it cannot start."""
+
+    @abstractmethod
+    def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
+        """Report which of ``running`` finished and which are still alive.
+
+        Task runs this manager knows nothing about (another scheduler's
+        subprocesses) are left out of both lists: their lease decides.
+        """
+
+    def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:
+        """Problems that stop this manager from running ``dag`` (one line each)."""
+        return []
+
+    def in_flight(self) -> int:
+        """Attempts started by this process that have not been reported finished."""
+        return 0
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds; return early when an attempt finishes."""
+        if timeout > 0:
+            time.sleep(timeout)
+
+    def shutdown(self, kill: bool) -> Sequence[Outcome]:
+        """Stop: with ``kill``, end running attempts and report them failed;
+        otherwise wait for them and report how they ended."""
+        return ()
