@@ -1,0 +1,1 @@
+"""Alembic migrations of workflows-tick (installed as ``workflows_tick.migrations``)."""

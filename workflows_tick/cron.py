@@ -1,0 +1,60 @@
+"""Cron arithmetic in a DAG's time zone. Pure functions; times in and out are aware UTC.
+
+cronsim follows Debian cron across DST changes: a time skipped by the spring-forward
+gap runs at the next existing time (02:30 -> 03:00); a wall-clock time repeated by
+the fall-back change runs once for a daily schedule, while an hourly schedule runs in
+both repeated hours (they are different hours).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def check_schedule(expr: str) -> str | None:
+    """What is wrong with ``expr`` as a standard 5-field cron expression, or None."""
+    if not isinstance(expr, str) or not expr.strip():
+        return "must be a cron expression such as '0 3 * * *'"
+    fields = expr.split()
+    if len(fields) != 5:
+        return f"{expr!r} has {len(fields)} fields; a cron expression has 5 (minute hour day month weekday)"
+    try:
+        CronSim(expr, _EPOCH)
+    except CronSimError as exc:
+        return f"{expr!r} is not a valid cron expression: {exc}"
+    return None
+
+
+def check_timezone(name: str) -> str | None:
+    """What is wrong with ``name`` as an IANA time zone, or None."""
+    try:
+        _zone(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        return f"unknown time zone {name!r} (use an IANA name such as 'Europe/Paris')"
+    return None
+
+
+@lru_cache(maxsize=512)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def next_fire(expr: str, tz: str, after: datetime) -> datetime:
+    """The first fire time strictly after ``after``."""
+    local = after.astimezone(_zone(tz))
+    return next(iter(CronSim(expr, local))).astimezone(UTC)
+
+
+def latest_fire(expr: str, tz: str, at_or_before: datetime) -> datetime:
+    """The last fire time at or before ``at_or_before``."""
+    local = at_or_before.astimezone(_zone(tz))
+    for fire in CronSim(expr, local + timedelta(microseconds=1), reverse=True):
+        if fire <= local:
+            return fire.astimezone(UTC)
+    raise AssertionError("cron iteration ended")  # pragma: no cover - cronsim iterates forever
