@@ -1,0 +1,3 @@
+# description: Branch b, runs after start.yaml.
+# inputs: [start.yaml]
+echo "branch b"

@@ -1,0 +1,3 @@
+# description: Branch c, runs after start.yaml.
+# inputs: [start.yaml]
+echo "branch c"

@@ -1,0 +1,113 @@
+"""``workflows <config> validate`` and ``list``: load every DAG, report problems."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from workflows_tick.dags import Dag
+from workflows_tick.errors import DagLoadError
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import DagRegistry
+
+
+@dataclass
+class Report:
+    problems: list[str] = field(default_factory=list)
+    """One line per problem; empty when everything loads."""
+    summary: list[str] = field(default_factory=list)
+
+
+def validate_registry(
+    registry: DagRegistry, manager: str | None = None, now: datetime | None = None
+) -> Report:
+    """Load every DAG; collect each load error (and the manager's objections) as a line."""
+    report = Report()
+    loaded = registry.load_all()
+    dags = [d for d in loaded.values() if isinstance(d, Dag)]
+    for result in loaded.values():
+        if isinstance(result, DagLoadError):
+            report.problems.append(str(result))
+    checker = _manager(manager) if manager else None
+    if checker is not None:
+        for dag in dags:
+            for line in checker.validate(dag, registry.worker_config_for(dag)):
+                report.problems.append(f"DAG {dag.name!r}: {line}")
+            for task in dag.tasks.values():
+                if not task.worker_config:
+                    continue
+                for line in checker.validate(dag, registry.worker_config_for(dag, task)):
+                    report.problems.append(f"DAG {dag.name!r}, task {task.name!r}: {line}")
+    report.problems = list(dict.fromkeys(report.problems))
+    tasks = sum(len(d.tasks) for d in dags)
+    broken = len(loaded) - len(dags)
+    head = f"{len(loaded)} DAG(s), {tasks} task(s)"
+    report.summary.append(f"{head}, {broken} broken" if broken else f"{head}: all valid")
+    for dag in dags:
+        report.summary.append(f"  {dag_line(dag, now)}")
+    return report
+
+
+def list_lines(registry: DagRegistry, now: datetime | None = None) -> list[str]:
+    """One line per DAG: schedule, time zone and task count, or why it does not load."""
+    lines = []
+    for name in registry.names():
+        result = registry.load(name)
+        if isinstance(result, DagLoadError):
+            lines.append(f"{name}: BROKEN: {result}")
+        else:
+            lines.append(dag_line(result, now))
+    if not lines:
+        lines.append(f"no DAGs in {registry.root}")
+    return lines
+
+
+def dag_line(dag: Dag, now: datetime | None = None) -> str:
+    count = f"{len(dag.tasks)} task{'s' if len(dag.tasks) != 1 else ''}"
+    if dag.schedule is None:
+        return f"{dag.name}: {count}, no schedule ({dag.timezone})"
+    fire = next_fire_time(dag.schedule, dag.timezone, now)
+    when = fire.isoformat(sep=" ", timespec="minutes") if fire else "never"
+    return f"{dag.name}: {count}, schedule '{dag.schedule}' ({dag.timezone}), next {when}"
+
+
+def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) -> datetime | None:
+    """The next time ``schedule`` fires after ``now``, in ``timezone``."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(timezone)
+    after = (now or datetime.now(UTC)).astimezone(tz)
+    if importlib.util.find_spec("workflows_tick.cron") is not None:
+        cron: Any = importlib.import_module("workflows_tick.cron")
+        next_fire = getattr(cron, "next_fire", None)
+        if next_fire is not None:
+            try:
+                result: datetime | None = next_fire(schedule, tz, after)
+                return result.astimezone(tz) if result else None
+            except Exception:  # fall back to cronsim below
+                pass
+    from cronsim import CronSim
+
+    try:
+        return next(CronSim(schedule, after)).astimezone(tz)
+    except StopIteration:
+        return None
+
+
+def _manager(name: str) -> Any:
+    """An object with ``validate(dag, worker_config)`` for ``name``, or None."""
+    if name != "kubernetes":
+        return None
+    module_name = "workflows_tick.managers.kubernetes"
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    cls = importlib.import_module(module_name).KubernetesTaskManager
+    try:
+        return cls()
+    except TypeError:
+        # validate() should not need a cluster; call it without the constructor.
+        return cls.__new__(cls)
