@@ -1,0 +1,431 @@
+"""The worker task manager, driven directly with hand-built launches (no database).
+
+Most tests replace the ``workflows ... run`` command with the task's body run by
+``python -c`` or ``sh -c``, so each one exercises the subprocess handling alone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from workflows_tick.dags import Dag, Task, TaskType
+from workflows_tick.errors import LaunchError
+from workflows_tick.managers.base import Launch, Outcome, RunningTaskRun
+from workflows_tick.managers.worker import SHUTDOWN_ERROR, WorkerTaskManager
+
+
+def body_command(launch: Launch) -> list[str]:
+    """Run the task's body directly: ``sh -c`` for shell tasks, ``python -c`` otherwise."""
+    if launch.task.type is TaskType.SHELL:
+        return ["/bin/sh", "-c", launch.task.body]
+    return [sys.executable, "-c", launch.task.body]
+
+
+def make_launch(
+    body: str,
+    *,
+    task_run_id: int = 1,
+    shell: bool = False,
+    timeout: float | None = None,
+    parameters: Mapping[str, str] | None = None,
+    config: str = "config.py",
+) -> Launch:
+    name = f"t{task_run_id}.sh" if shell else f"t{task_run_id}.py"
+    task = Task(
+        name=name,
+        type=TaskType.SHELL if shell else TaskType.PYTHON,
+        path=Path(name),
+        body=body,
+        timeout=timeout,
+    )
+    dag = Dag(name="d", path=Path("d"), description="", tasks={name: task})
+    return Launch(
+        task_run_id=task_run_id,
+        dag_run_id=70 + task_run_id,
+        attempt=2,
+        dag=dag,
+        task=task,
+        config=config,
+        parameters=dict(parameters or {}),
+    )
+
+
+def running_row(launch: Launch, host: str = "here:1") -> RunningTaskRun:
+    return RunningTaskRun(
+        id=launch.task_run_id,
+        dag_run_id=launch.dag_run_id,
+        dag_name=launch.dag.name,
+        task_name=launch.task.name,
+        attempt=launch.attempt,
+        host=host,
+        started_at=datetime.now(UTC),
+        lease_expires_at=None,
+    )
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def manager(log_dir: Path) -> Iterator[WorkerTaskManager]:
+    mgr = WorkerTaskManager(
+        concurrency=4, log_dir=log_dir, command=body_command, kill_grace=0.5, shutdown_grace=0.5
+    )
+    yield mgr
+    mgr.shutdown(kill=True)  # never leave a child behind, even when a test fails
+
+
+def run_to_completion(
+    manager: WorkerTaskManager, launches: Sequence[Launch], limit: float = 15.0
+) -> dict[int, Outcome]:
+    """Play the tick: poll and wait until every launch has an outcome."""
+    rows = [running_row(launch) for launch in launches]
+    outcomes: dict[int, Outcome] = {}
+    end = time.monotonic() + limit
+    while True:
+        result = manager.poll([r for r in rows if r.id not in outcomes])
+        outcomes.update((o.task_run_id, o) for o in result.finished)
+        if len(outcomes) == len(launches):
+            return outcomes
+        assert time.monotonic() < end, f"no outcome within {limit}s: {outcomes}"
+        manager.wait(1.0)
+
+
+def run_one(manager: WorkerTaskManager, launch: Launch) -> Outcome:
+    manager.start(launch)
+    return run_to_completion(manager, [launch])[launch.task_run_id]
+
+
+def gone(pid: int, within: float = 3.0) -> bool:
+    """True once ``pid`` is dead: no longer exists, or is a zombie waiting for init."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            os.kill(pid, 0)
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if stat.rpartition(")")[2].split()[0] == "Z":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_success_reports_exit_code_zero_and_output(
+    manager: WorkerTaskManager, log_dir: Path
+) -> None:
+    outcome = run_one(manager, make_launch("print('hello from the task')"))
+
+    assert outcome == Outcome(
+        task_run_id=1, succeeded=True, exit_code=0, error=None, output_tail="hello from the task\n"
+    )
+    assert manager.in_flight() == 0
+    assert list(log_dir.iterdir()) == [], "the log file is deleted once reported"
+
+
+def test_non_zero_exit_reports_code_and_last_workflows_line(manager: WorkerTaskManager) -> None:
+    body = (
+        "import sys\n"
+        "print('working...')\n"
+        "print('workflows: task d/t1.py failed: division by zero', file=sys.stderr)\n"
+        "print('2024-01-01 INFO some late log line', file=sys.stderr)\n"
+        "sys.exit(3)\n"
+    )
+    outcome = run_one(manager, make_launch(body))
+
+    assert not outcome.succeeded
+    assert outcome.exit_code == 3
+    assert outcome.error == "exit code 3: workflows: task d/t1.py failed: division by zero"
+    assert outcome.output_tail is not None
+    assert "working..." in outcome.output_tail
+
+
+def test_error_falls_back_to_last_non_empty_line_and_is_truncated(
+    manager: WorkerTaskManager,
+) -> None:
+    body = "import sys\nprint('x' * 2000)\nprint()\nsys.exit(1)\n"
+    outcome = run_one(manager, make_launch(body))
+
+    assert outcome.error is not None
+    assert outcome.error.startswith("exit code 1: xxx")
+    assert len(outcome.error) <= 500
+
+
+def test_killed_by_signal(manager: WorkerTaskManager) -> None:
+    outcome = run_one(
+        manager, make_launch("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
+    )
+
+    assert not outcome.succeeded
+    assert outcome.exit_code == -signal.SIGKILL
+    assert outcome.error == "killed by signal 9 (SIGKILL)"
+
+
+def test_timeout_kills_the_whole_process_group(manager: WorkerTaskManager, tmp_path: Path) -> None:
+    # The shell and its background sleep both ignore SIGTERM: only the SIGKILL that
+    # follows the grace period, sent to the process group, ends them.
+    pidfile = tmp_path / "grandchild.pid"
+    body = f"trap '' TERM; sleep 60 & echo $! > {pidfile}; wait; wait"
+    launch = make_launch(body, shell=True, timeout=0.5)
+    began = time.monotonic()
+    manager.start(launch)
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() - began < 5, "the task never started its grandchild"
+        time.sleep(0.01)
+    grandchild = int(pidfile.read_text())
+
+    outcome = run_to_completion(manager, [launch])[1]
+
+    assert outcome.error == "timed out after 0.5s"
+    assert not outcome.succeeded
+    assert outcome.exit_code == -signal.SIGKILL
+    assert time.monotonic() - began < 5
+    assert gone(grandchild), "the grandchild sleep survived the timeout"
+
+
+def test_timed_out_child_is_alive_during_its_grace(manager: WorkerTaskManager) -> None:
+    launch = make_launch("trap '' TERM; sleep 60", shell=True, timeout=0.2)
+    manager.start(launch)
+    manager.wait(5.0)  # returns at the timeout, not after 5 s
+    result = manager.poll([running_row(launch)])  # sends SIGTERM, which is ignored
+
+    assert result.finished == []
+    assert result.alive == [1]
+    assert run_to_completion(manager, [launch])[1].error == "timed out after 0.2s"
+
+
+def test_exit_of_leader_ends_what_it_left_behind(
+    manager: WorkerTaskManager, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "orphan.pid"
+    outcome = run_one(manager, make_launch(f"sleep 60 & echo $! > {pidfile}", shell=True))
+
+    assert outcome.succeeded
+    assert gone(int(pidfile.read_text()))
+
+
+def test_large_output_keeps_a_bounded_tail(log_dir: Path) -> None:
+    manager = WorkerTaskManager(output_tail_bytes=1000, log_dir=log_dir, command=body_command)
+    body = "import sys\nsys.stdout.write('x' * 2_000_000)\nsys.stdout.write('\\nEND\\n')\n"
+    try:
+        outcome = run_one(manager, make_launch(body))
+    finally:
+        manager.shutdown(kill=True)
+
+    assert outcome.succeeded
+    assert outcome.output_tail is not None
+    assert len(outcome.output_tail.encode()) == 1000
+    assert outcome.output_tail.endswith("x\nEND\n")
+
+
+def test_tail_does_not_start_with_half_a_character(log_dir: Path) -> None:
+    manager = WorkerTaskManager(output_tail_bytes=101, log_dir=log_dir, command=body_command)
+    try:
+        outcome = run_one(manager, make_launch("print('é' * 500, end='')"))
+    finally:
+        manager.shutdown(kill=True)
+
+    assert outcome.output_tail == "é" * 50
+
+
+def test_parameters_reach_the_environment_not_the_command_line(
+    manager: WorkerTaskManager,
+) -> None:
+    body = (
+        "import os, sys\n"
+        "print(sys.argv)\n"
+        "for k in ('RUN_DATE', 'API_TOKEN', 'WORKFLOWS_TASK_RUN_ID', 'WORKFLOWS_DAG_RUN_ID',"
+        " 'WORKFLOWS_ATTEMPT'):\n"
+        "    print(k + '=' + os.environ[k])\n"
+    )
+    launch = make_launch(
+        body, task_run_id=5, parameters={"RUN_DATE": "2024-01-31", "API_TOKEN": "t0p-s3cret"}
+    )
+    outcome = run_one(manager, launch)
+
+    assert outcome.succeeded, outcome.error
+    lines = (outcome.output_tail or "").splitlines()
+    assert lines[1:] == [
+        "RUN_DATE=2024-01-31",
+        "API_TOKEN=t0p-s3cret",
+        "WORKFLOWS_TASK_RUN_ID=5",
+        "WORKFLOWS_DAG_RUN_ID=75",
+        "WORKFLOWS_ATTEMPT=2",
+    ]
+    assert "t0p-s3cret" not in lines[0]
+
+
+def test_default_command_runs_workflows_run_for_one_task() -> None:
+    manager = WorkerTaskManager(python="/opt/py/bin/python")
+    launch = make_launch("", parameters={"API_TOKEN": "t0p-s3cret"}, config="proj/config.py")
+
+    assert manager.command_for(launch) == [
+        "/opt/py/bin/python",
+        "-m",
+        "workflows_tick",
+        "proj/config.py",
+        "run",
+        "d",
+        "-o",
+        "t1.py",
+    ]
+
+
+def test_wait_returns_promptly_when_a_child_exits(
+    manager: WorkerTaskManager, tmp_path: Path
+) -> None:
+    stamp = tmp_path / "exit-time"
+    body = (
+        "import os, time\n"
+        "time.sleep(0.3)\n"
+        f"open({str(stamp)!r}, 'w').write(repr(time.time()))\n"
+        "os._exit(0)\n"
+    )
+    manager.start(make_launch(body))
+    began = time.monotonic()
+    manager.wait(10.0)
+    woke = time.time()
+
+    assert time.monotonic() - began < 5
+    latency = woke - float(stamp.read_text())
+    print(f"wake-up latency: {latency * 1000:.1f} ms")
+    # A loose bound (shared test machines are noisy); the target is < 50 ms.
+    assert latency < 1.0
+    assert [o.succeeded for o in manager.poll([]).finished] == [True]
+
+
+def test_an_exit_before_wait_is_not_missed(manager: WorkerTaskManager) -> None:
+    launch = make_launch("pass")
+    manager.start(launch)
+    manager.wait_all(10)
+    time.sleep(0.1)
+
+    began = time.monotonic()
+    manager.wait(10.0)
+    assert time.monotonic() - began < 0.5
+    assert len(manager.poll([running_row(launch)]).finished) == 1
+
+    began = time.monotonic()
+    manager.wait(0.2)  # nothing left: sleeps the whole timeout
+    assert 0.15 < time.monotonic() - began < 2
+
+
+def test_wait_wakes_at_a_childs_timeout(manager: WorkerTaskManager) -> None:
+    manager.start(make_launch("sleep 60", shell=True, timeout=0.3))
+    began = time.monotonic()
+    manager.wait(10.0)
+    assert time.monotonic() - began < 2
+
+
+def test_capacity_with_concurrency_two(log_dir: Path) -> None:
+    manager = WorkerTaskManager(concurrency=2, log_dir=log_dir, command=body_command)
+    first, second = (
+        make_launch("import time; time.sleep(0.2)", task_run_id=1),
+        make_launch("import time; time.sleep(0.4)", task_run_id=2),
+    )
+    try:
+        assert (manager.capacity(), manager.in_flight()) == (2, 0)
+        manager.start(first)
+        assert (manager.capacity(), manager.in_flight()) == (1, 1)
+        manager.start(second)
+        assert (manager.capacity(), manager.in_flight()) == (0, 2)
+
+        result = manager.poll([running_row(first), running_row(second)])
+        assert sorted(result.alive) == [1, 2]
+        outcomes = run_to_completion(manager, [first, second])
+    finally:
+        manager.shutdown(kill=True)
+
+    assert sorted(outcomes) == [1, 2]
+    assert (manager.capacity(), manager.in_flight()) == (2, 0)
+
+
+def test_poll_ignores_other_schedulers_rows_but_never_forgets_its_children(
+    manager: WorkerTaskManager,
+) -> None:
+    ours = make_launch("import time; time.sleep(0.3)", task_run_id=1)
+    lost = make_launch("import time; time.sleep(0.3)", task_run_id=2)
+    theirs = make_launch("", task_run_id=99)
+    manager.start(ours)
+    manager.start(lost)
+
+    result = manager.poll([running_row(ours), running_row(theirs, host="elsewhere:7")])
+    assert result.finished == []
+    assert list(result.alive) == [1], "neither another scheduler's row nor a row we lost"
+
+    manager.wait_all(10)
+    finished = manager.poll([running_row(theirs, host="elsewhere:7")]).finished
+    assert sorted(o.task_run_id for o in finished) == [1, 2]
+    assert manager.in_flight() == 0
+
+
+def test_shutdown_with_kill_stops_children_and_reports_them_failed(
+    manager: WorkerTaskManager,
+) -> None:
+    done = make_launch("print('quick')", task_run_id=1)
+    manager.start(done)
+    manager.wait_all(10)
+    manager.start(make_launch("sleep 60", task_run_id=2, shell=True))
+    manager.start(make_launch("trap '' TERM; sleep 60", task_run_id=3, shell=True))
+    time.sleep(0.2)  # let the shell install its trap
+
+    began = time.monotonic()
+    outcomes = {o.task_run_id: o for o in manager.shutdown(kill=True)}
+
+    assert time.monotonic() - began < 5  # shutdown_grace is 0.5 s in this fixture
+    assert outcomes[1].succeeded, "an attempt that had already finished keeps its outcome"
+    for tid, code in ((2, -signal.SIGTERM), (3, -signal.SIGKILL)):
+        assert not outcomes[tid].succeeded
+        assert outcomes[tid].error == SHUTDOWN_ERROR
+        assert outcomes[tid].exit_code == code
+    assert manager.in_flight() == 0
+
+
+def test_shutdown_without_kill_lets_children_finish(manager: WorkerTaskManager) -> None:
+    manager.start(make_launch("import time; time.sleep(0.5); print('finished')"))
+    outcomes = manager.shutdown(kill=False)
+
+    assert [(o.succeeded, o.output_tail) for o in outcomes] == [(True, "finished\n")]
+    assert manager.in_flight() == 0
+
+
+def test_spawn_failure_raises_launch_error(log_dir: Path) -> None:
+    manager = WorkerTaskManager(python="/nonexistent/bin/python3", log_dir=log_dir)
+
+    with pytest.raises(LaunchError) as caught:
+        manager.start(make_launch(""))
+
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message == (
+        "cannot start task d/t1.py (task run 1): /nonexistent/bin/python3: "
+        "No such file or directory"
+    )
+    assert (manager.in_flight(), manager.capacity()) == (0, 1)
+    assert list(log_dir.iterdir()) == []
+
+
+def test_starting_a_running_task_run_twice_is_refused(manager: WorkerTaskManager) -> None:
+    launch = make_launch("import time; time.sleep(0.3)")
+    manager.start(launch)
+    with pytest.raises(LaunchError, match="already running"):
+        manager.start(launch)
+    assert manager.in_flight() == 1
+
+
+def test_host_is_hostname_and_pid() -> None:
+    host = WorkerTaskManager().host_for(1, 1)
+    assert host.endswith(f":{os.getpid()}")
+    assert host.split(":")[0]

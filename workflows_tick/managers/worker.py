@@ -1,0 +1,426 @@
+"""The ``worker`` task manager: each attempt runs as a local subprocess.
+
+An attempt is ``python -m workflows_tick <config> run <dag> -o <task>``, started in
+its own session (so it is the leader of its own process group) with stdin closed
+and stdout and stderr written to a temporary file, so a chatty task can never
+block on a full pipe. One small thread per child waits for it to exit and wakes
+:meth:`WorkerTaskManager.wait`, so the next task starts as soon as one ends.
+
+Only the loop thread starts, signals and reaps children; the waiting threads use
+``waitid(WNOWAIT)``, which leaves the child a zombie until the loop thread reaps
+it. Until then its pid, and so its process group id, cannot be reused, so
+signalling the group is never aimed at an unrelated process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from workflows_tick.errors import LaunchError
+from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 1
+DEFAULT_OUTPUT_TAIL_BYTES = 16384
+DEFAULT_KILL_GRACE = 5.0
+"""Seconds between SIGTERM and SIGKILL for an attempt that ran past its timeout."""
+DEFAULT_SHUTDOWN_GRACE = 10.0
+"""Seconds between SIGTERM and SIGKILL when the scheduler is stopped with SIGTERM."""
+MAX_ERROR_CHARS = 500
+SHUTDOWN_ERROR = "stopped by scheduler shutdown (SIGTERM)"
+
+CommandFactory = Callable[[Launch], Sequence[str]]
+"""Builds the argument list of one attempt (no shell is involved)."""
+
+
+@dataclass(eq=False)
+class _Child:
+    launch: Launch
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float
+    """``time.monotonic()`` at spawn."""
+    waiter: threading.Thread | None = None
+    exited: bool = False
+    """Set by the waiting thread; the child is a zombie until the loop thread reaps it."""
+    term_sent_at: float | None = None
+    kill_sent: bool = False
+    stop_reason: str | None = None
+    """Why this manager signalled the child ("timed out after 5s", shutdown), if it did."""
+    reaped_elsewhere: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def deadline(self) -> float | None:
+        timeout = self.launch.timeout
+        return None if timeout is None else self.started + timeout
+
+
+class WorkerTaskManager(TaskManager):
+    """Runs each attempt as a subprocess of this scheduler, ``concurrency`` at a time.
+
+    ``log_dir`` is where the output files live while an attempt runs (the system
+    temporary folder by default); each is deleted once its outcome is reported,
+    the last ``output_tail_bytes`` of it being kept in :attr:`Outcome.output_tail`.
+    ``command`` replaces the ``workflows ... run`` command line (tests, wrappers).
+    """
+
+    name: ClassVar[str] = "worker"
+
+    def __init__(
+        self,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        python: str = sys.executable,
+        output_tail_bytes: int = DEFAULT_OUTPUT_TAIL_BYTES,
+        log_dir: Path | None = None,
+        *,
+        command: CommandFactory | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.concurrency = concurrency
+        self.python = python
+        self.output_tail_bytes = max(0, output_tail_bytes)
+        self.log_dir = log_dir
+        self.kill_grace = kill_grace
+        self.shutdown_grace = shutdown_grace
+        self._command = command
+        self._children: dict[int, _Child] = {}
+        # Set by a waiting thread when a child exits; cleared only by the loop thread,
+        # and only right before it scans the children, so no exit is ever missed.
+        self._exited = threading.Event()
+        self._host = f"{socket.gethostname()}:{os.getpid()}"
+
+    # -- the TaskManager contract -------------------------------------------------
+
+    def capacity(self) -> int:
+        """How many more attempts may start now: ``concurrency`` minus those in flight."""
+        return max(0, self.concurrency - len(self._children))
+
+    def in_flight(self) -> int:
+        """Attempts started here whose outcome has not been returned yet."""
+        return len(self._children)
+
+    def host_for(self, task_run_id: int, attempt: int) -> str:
+        """``<hostname>:<scheduler pid>``: every attempt runs on this machine."""
+        return self._host
+
+    def command_for(self, launch: Launch) -> list[str]:
+        """The argument list that runs ``launch``: ``python -m workflows_tick <config> run <dag> -o <task>``."""
+        if self._command is not None:
+            return list(self._command(launch))
+        return [
+            self.python,
+            "-m",
+            "workflows_tick",
+            launch.config,
+            "run",
+            launch.dag.name,
+            "-o",
+            launch.task.name,
+        ]
+
+    def environment_for(self, launch: Launch) -> dict[str, str]:
+        """This process's environment, plus the trigger parameters and the run's ids.
+
+        Parameters travel only in the environment, never on the command line (which
+        any user of the machine can read in ``ps``).
+        """
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in launch.parameters.items()})
+        env["WORKFLOWS_TASK_RUN_ID"] = str(launch.task_run_id)
+        env["WORKFLOWS_DAG_RUN_ID"] = str(launch.dag_run_id)
+        env["WORKFLOWS_ATTEMPT"] = str(launch.attempt)
+        return env
+
+    def start(self, launch: Launch) -> None:
+        """Spawn the attempt and return at once; raise LaunchError if it cannot be spawned."""
+        what = f"task {launch.dag.name}/{launch.task.name} (task run {launch.task_run_id})"
+        if launch.task_run_id in self._children:
+            raise LaunchError(f"cannot start {what}: it is already running in this scheduler")
+        argv = self.command_for(launch)
+        try:
+            fd, name = tempfile.mkstemp(
+                prefix=f"workflows-{launch.task_run_id}-{launch.attempt}-",
+                suffix=".log",
+                dir=self.log_dir,
+            )
+        except OSError as exc:
+            folder = self.log_dir or tempfile.gettempdir()
+            raise LaunchError(
+                f"cannot start {what}: cannot create its log file in {folder}: {exc.strerror or exc}"
+            ) from None
+        log_path = Path(name)
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                env=self.environment_for(launch),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except (OSError, ValueError) as exc:
+            log_path.unlink(missing_ok=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            program = argv[0] if argv else "<empty command>"
+            raise LaunchError(f"cannot start {what}: {program}: {reason}") from None
+        finally:
+            os.close(fd)
+        child = _Child(launch=launch, process=process, log_path=log_path, started=time.monotonic())
+        child.waiter = threading.Thread(
+            target=self._wait_for_exit,
+            args=(child,),
+            name=f"workflows-worker-{launch.task_run_id}",
+            daemon=True,
+        )
+        self._children[launch.task_run_id] = child
+        child.waiter.start()
+        log.info("started %s as pid %d", what, process.pid)
+
+    def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
+        """Outcomes of every child of this process that exited, and which are alive.
+
+        Every finished child is reported, even one whose row is no longer in
+        ``running`` (so no child is ever forgotten). ``alive`` holds only ids that are
+        in ``running``: rows of other schedulers are left out, and so are rows this
+        process no longer owns. Children past their timeout are signalled here.
+        """
+        self._enforce_timeouts(time.monotonic())
+        finished = self._collect()
+        wanted = {row.id for row in running}
+        alive = [tid for tid, child in self._children.items() if tid in wanted and not child.exited]
+        return PollResult(finished=finished, alive=alive)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, returning as soon as a child exits or a
+        child's timeout (or kill grace) runs out and :meth:`poll` has work to do."""
+        if any(child.exited for child in self._children.values()):
+            return
+        deadline = self._next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        if timeout > 0:
+            self._exited.wait(timeout)
+
+    def wait_all(self, timeout: float | None = None) -> bool:
+        """Block until every child has exited (timeouts still enforced); True if they all did.
+
+        The outcomes are not consumed: call :meth:`poll` afterwards.
+        """
+        end = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._exited.clear()
+            now = time.monotonic()
+            self._enforce_timeouts(now)
+            if all(child.exited for child in self._children.values()):
+                if self._children:
+                    self._exited.set()  # keep wait() prompt for the unreported outcomes
+                return True
+            step = 3600.0 if end is None else end - now
+            if step <= 0:
+                return False
+            deadline = self._next_deadline()
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - now))
+            self._exited.wait(step)
+
+    def shutdown(self, kill: bool) -> Sequence[Outcome]:
+        """Stop and return the outcome of every child not reported yet.
+
+        Without ``kill`` (SIGINT), wait for the children to finish (their timeouts
+        still apply). With ``kill`` (SIGTERM), send SIGTERM to each child's process
+        group, SIGKILL after ``shutdown_grace`` seconds, and report every child that
+        was still running as failed: ``stopped by scheduler shutdown (SIGTERM)``.
+        """
+        if kill:
+            now = time.monotonic()
+            for child in self._children.values():
+                if not child.exited:
+                    child.stop_reason = SHUTDOWN_ERROR
+                    if child.term_sent_at is None:
+                        self._signal(child, signal.SIGTERM)
+                        child.term_sent_at = now
+            if not self.wait_all(self.shutdown_grace):
+                for child in self._children.values():
+                    if not child.exited and not child.kill_sent:
+                        self._signal(child, signal.SIGKILL)
+                        child.kill_sent = True
+        self.wait_all()
+        return self._collect()
+
+    # -- internals ------------------------------------------------------------
+
+    def _wait_for_exit(self, child: _Child) -> None:
+        """Waiting thread: block until the child exits, without reaping it, then wake the loop."""
+        try:
+            if hasattr(os, "waitid"):
+                os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+            else:  # pragma: no cover - platforms without waitid
+                child.process.wait()
+        except ChildProcessError:
+            child.reaped_elsewhere = True  # its pid may be reused: never signal it again
+        except Exception:  # pragma: no cover - never let the thread die silently
+            log.exception("waiting for pid %d failed", child.pid)
+        finally:
+            child.exited = True
+            self._exited.set()
+
+    def _signal(self, child: _Child, signum: signal.Signals) -> None:
+        """Signal the child's whole process group (it leads one: start_new_session)."""
+        if child.reaped_elsewhere:
+            return
+        try:
+            os.killpg(child.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError as exc:
+            log.warning("cannot send %s to process group %d: %s", signum.name, child.pid, exc)
+
+    def _enforce_timeouts(self, now: float) -> None:
+        """SIGTERM children past their timeout; SIGKILL those still alive after the grace."""
+        for child in self._children.values():
+            if child.exited:
+                continue
+            deadline = child.deadline
+            if child.term_sent_at is None:
+                if deadline is not None and now >= deadline:
+                    child.stop_reason = f"timed out after {child.launch.timeout:g}s"
+                    log.warning(
+                        "task %s/%s (task run %d) %s; stopping it",
+                        child.launch.dag.name,
+                        child.launch.task.name,
+                        child.launch.task_run_id,
+                        child.stop_reason,
+                    )
+                    self._signal(child, signal.SIGTERM)
+                    child.term_sent_at = now
+            elif not child.kill_sent and now >= child.term_sent_at + self.kill_grace:
+                self._signal(child, signal.SIGKILL)
+                child.kill_sent = True
+
+    def _next_deadline(self) -> float | None:
+        """The earliest moment :meth:`_enforce_timeouts` has something to do."""
+        moments: list[float] = []
+        for child in self._children.values():
+            if child.exited:
+                continue
+            if child.term_sent_at is None:
+                if child.deadline is not None:
+                    moments.append(child.deadline)
+            elif not child.kill_sent:
+                moments.append(child.term_sent_at + self.kill_grace)
+        return min(moments, default=None)
+
+    def _collect(self) -> list[Outcome]:
+        """Reap every exited child, forget it, delete its log, and return its outcome."""
+        self._exited.clear()
+        outcomes: list[Outcome] = []
+        for task_run_id, child in list(self._children.items()):
+            if not child.exited:
+                continue
+            # The leader is a zombie, so its group id is still reserved: end anything
+            # it left behind (a backgrounded grandchild) before reaping it.
+            self._signal(child, signal.SIGKILL)
+            returncode = child.process.wait()
+            if child.waiter is not None:
+                child.waiter.join()
+            outcomes.append(self._outcome(child, returncode))
+            del self._children[task_run_id]
+            child.log_path.unlink(missing_ok=True)
+        return outcomes
+
+    def _outcome(self, child: _Child, returncode: int) -> Outcome:
+        tail = self._read_tail(child.log_path)
+        if child.stop_reason is not None:
+            succeeded = False
+            error: str | None = child.stop_reason
+        elif returncode == 0:
+            succeeded = True
+            error = None
+        else:
+            succeeded = False
+            if returncode < 0:
+                error = f"killed by signal {-returncode}{_signal_name(-returncode)}"
+            else:
+                error = f"exit code {returncode}"
+            line = _last_error_line(tail)
+            if line:
+                error = f"{error}: {line}"
+            if len(error) > MAX_ERROR_CHARS:
+                error = error[: MAX_ERROR_CHARS - 3] + "..."
+        launch = child.launch
+        log.info(
+            "task %s/%s (task run %d) %s after %.1fs",
+            launch.dag.name,
+            launch.task.name,
+            launch.task_run_id,
+            "succeeded" if succeeded else f"failed: {error}",
+            time.monotonic() - child.started,
+        )
+        return Outcome(
+            task_run_id=launch.task_run_id,
+            succeeded=succeeded,
+            exit_code=returncode,
+            error=error,
+            output_tail=tail,
+        )
+
+    def _read_tail(self, path: Path) -> str:
+        """The last ``output_tail_bytes`` of the log, decoded without a broken first character."""
+        if self.output_tail_bytes == 0:
+            return ""
+        try:
+            with path.open("rb") as f:
+                size = f.seek(0, os.SEEK_END)
+                start = max(0, size - self.output_tail_bytes)
+                f.seek(start)
+                data = f.read(self.output_tail_bytes)
+        except OSError as exc:
+            return f"<output unavailable: {exc.strerror or exc}>"
+        if start > 0:
+            # Skip UTF-8 continuation bytes of a character cut in half by the window.
+            skip = 0
+            while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
+                skip += 1
+            data = data[skip:]
+        return data.decode("utf-8", errors="replace")
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return f" ({signal.Signals(signum).name})"
+    except ValueError:
+        return ""
+
+
+def _last_error_line(output: str) -> str | None:
+    """The line that best says why a task failed.
+
+    ``workflows ... run`` ends a failure with ``workflows: <reason>`` on stderr:
+    prefer the last such line, else the last non-empty line of the output.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("workflows: "):
+            return line
+    return lines[-1] if lines else None
