@@ -107,7 +107,11 @@ def _load(folder: Path, name: str, registry: DagRegistry) -> Dag:
         _fail(workflow_path, f"expected a YAML mapping of keys, got {_kind(spec)}")
     _unknown_keys(workflow_path, spec, WORKFLOW_KEYS)
     if "description" not in spec:
-        _fail(workflow_path, "is required (a short text saying what the DAG does)", "description")
+        _fail(
+            workflow_path,
+            "is required (a short text saying what the DAG does)",
+            "key 'description'",
+        )
     description = _string(workflow_path, spec, "description", required=True)
     timezone = _timezone(workflow_path, spec.get("timezone", DEFAULT_TIMEZONE))
     schedule = _schedule(workflow_path, spec.get("schedule"))
@@ -176,6 +180,10 @@ def parse_yaml(text: str, path: str, first_line: int) -> Any:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         where = f"line {first_line + mark.line}" if mark is not None else None
+        context = exc.context_mark
+        if exc.problem and exc.context and context is not None and context is not mark:
+            if context.line != mark.line:
+                problem += f" ({' '.join(exc.context.split())} started on line {first_line + context.line})"
         raise DagLoadError(path, f"YAML syntax error: {problem}", where) from None
     except yaml.YAMLError as exc:
         raise DagLoadError(path, f"YAML error: {' '.join(str(exc).split())}") from None
@@ -328,7 +336,8 @@ def _check_external(task: Task, ref: ExternalInput, name: str, registry: DagRegi
     if ref.dag == name:
         _fail(task.path, f"{label} names this DAG; write just {ref.task!r}", where)
     if ref.dag not in registry:
-        known = ", ".join(n for n in registry.names() if n != name) or "none"
+        others = [n for n in registry.names() if n != name]
+        known = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "") or "none"
         _fail(task.path, f"{label}: no DAG {ref.dag!r} (other DAGs: {known})", where)
     if _is_loading(registry, ref.dag):
         # The other DAG is being loaded further up this stack (it names one of our
@@ -498,17 +507,9 @@ def cron_problem(expr: str) -> str | None:
             f"{text[:60]!r} has {len(fields)} fields; expected 5 "
             "(minute hour day-of-month month day-of-week)"
         )
-    from datetime import UTC, datetime
+    from workflows_tick.cron import check_schedule
 
-    from cronsim import CronSim, CronSimError
-
-    try:
-        CronSim(text, datetime(2000, 1, 1, tzinfo=UTC))
-    except CronSimError as exc:
-        return f"{text!r} is not a valid cron expression: {exc}"
-    except Exception as exc:
-        return f"{text!r} is not a valid cron expression: {type(exc).__name__}"
-    return None
+    return check_schedule(text)
 
 
 # --- outputs ------------------------------------------------------------------------

@@ -70,32 +70,17 @@ def dag_line(dag: Dag, now: datetime | None = None) -> str:
     count = f"{len(dag.tasks)} task{'s' if len(dag.tasks) != 1 else ''}"
     if dag.schedule is None:
         return f"{dag.name}: {count}, no schedule ({dag.timezone})"
-    fire = next_fire_time(dag.schedule, dag.timezone, now)
-    when = fire.isoformat(sep=" ", timespec="minutes") if fire else "never"
+    when = next_fire_time(dag.schedule, dag.timezone, now).isoformat(sep=" ", timespec="minutes")
     return f"{dag.name}: {count}, schedule '{dag.schedule}' ({dag.timezone}), next {when}"
 
 
-def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) -> datetime | None:
+def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) -> datetime:
     """The next time ``schedule`` fires after ``now``, in ``timezone``."""
     from zoneinfo import ZoneInfo
 
-    tz = ZoneInfo(timezone)
-    after = (now or datetime.now(UTC)).astimezone(tz)
-    if importlib.util.find_spec("workflows_tick.cron") is not None:
-        cron: Any = importlib.import_module("workflows_tick.cron")
-        next_fire = getattr(cron, "next_fire", None)
-        if next_fire is not None:
-            try:
-                result: datetime | None = next_fire(schedule, tz, after)
-                return result.astimezone(tz) if result else None
-            except Exception:  # fall back to cronsim below
-                pass
-    from cronsim import CronSim
+    from workflows_tick.cron import next_fire
 
-    try:
-        return next(CronSim(schedule, after)).astimezone(tz)
-    except StopIteration:
-        return None
+    return next_fire(schedule, timezone, now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
 
 
 def _manager(name: str) -> Any:

@@ -1,0 +1,2 @@
+# inputs: [third.py]
+echo ok

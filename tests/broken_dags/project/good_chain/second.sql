@@ -1,0 +1,5 @@
+/*
+inputs: [first.yaml]
+parameters: [DATABASE_URL]
+*/
+SELECT 1;

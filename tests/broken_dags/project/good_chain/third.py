@@ -1,0 +1,7 @@
+"""
+inputs: [second.sql]
+"""
+
+
+def run(context):
+    pass

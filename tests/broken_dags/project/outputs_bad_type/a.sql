@@ -1,0 +1,7 @@
+/*
+parameters: [DATABASE_URL]
+outputs:
+  - type: view
+    name: v
+*/
+SELECT 1;

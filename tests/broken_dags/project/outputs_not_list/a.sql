@@ -1,0 +1,5 @@
+/*
+parameters: [DATABASE_URL]
+outputs: {type: table, name: t}
+*/
+SELECT 1;

@@ -1,0 +1,2 @@
+# outputs: [{type: table, name: t}]
+echo hi

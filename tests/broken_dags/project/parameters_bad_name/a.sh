@@ -1,0 +1,2 @@
+# parameters: [1BAD-NAME]
+echo hi

@@ -1,0 +1,2 @@
+# parameters: {A: 1}
+echo hi

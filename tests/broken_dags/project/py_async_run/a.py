@@ -1,0 +1,7 @@
+"""
+description: async
+"""
+
+
+async def run(context):
+    pass

@@ -1,0 +1,7 @@
+"""
+description: defines main, not run
+"""
+
+
+def main(context):
+    pass

@@ -1,0 +1,7 @@
+"""
+description: broken
+"""
+
+
+def run(context)
+    pass

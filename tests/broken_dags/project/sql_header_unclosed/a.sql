@@ -1,0 +1,4 @@
+
+/*
+parameters: [DATABASE_URL]
+SELECT 1;

@@ -1,0 +1,4 @@
+/*
+description: forgot the parameter
+*/
+SELECT 1;

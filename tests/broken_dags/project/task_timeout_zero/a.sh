@@ -1,0 +1,2 @@
+# timeout: 0
+echo hi

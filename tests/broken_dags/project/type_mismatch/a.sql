@@ -1,0 +1,5 @@
+/*
+type: python
+parameters: [DATABASE_URL]
+*/
+SELECT 1;

@@ -1,0 +1,8 @@
+"""
+description: fine
+inputs: {a: [b}
+"""
+
+
+def run(context):
+    pass

@@ -1,0 +1,5 @@
+#!/bin/bash
+# description: fine
+# timeout: : 3
+#   - x
+echo hi

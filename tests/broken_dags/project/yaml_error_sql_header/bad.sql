@@ -1,0 +1,5 @@
+/*
+parameters: [DATABASE_URL]
+inputs: [ok.yaml
+*/
+SELECT 1;
