@@ -429,3 +429,52 @@ def test_host_is_hostname_and_pid() -> None:
     host = WorkerTaskManager().host_for(1, 1)
     assert host.endswith(f":{os.getpid()}")
     assert host.split(":")[0]
+
+
+def test_through_the_real_workflows_run_command(tmp_path: Path, log_dir: Path) -> None:
+    from workflows_tick.config import load_registry
+
+    project = tmp_path / "project"
+    dag_dir = project / "d"
+    dag_dir.mkdir(parents=True)
+    (project / "config.py").write_text(
+        "import os\n"
+        "from workflows_tick import dags\n"
+        "DAGS = dags.register_directory(os.path.dirname(__file__))\n"
+    )
+    (dag_dir / "workflow.yaml").write_text("description: worker manager test\nretries: 0\n")
+    (dag_dir / "greet.py").write_text(
+        '"""\nparameters: [GREETING_NAME]\n"""\n\n\n'
+        "def run(context):\n"
+        "    print(f\"hello, {context['GREETING_NAME']}!\")\n"
+    )
+    (dag_dir / "fails.sh").write_text("echo 'about to fail' >&2\nexit 3\n")
+    config = str(project / "config.py")
+    dag = load_registry(config).get("d")
+
+    def launch(task_run_id: int, task: str) -> Launch:
+        return Launch(
+            task_run_id=task_run_id,
+            dag_run_id=1,
+            attempt=1,
+            dag=dag,
+            task=dag.task(task),
+            config=config,
+            parameters={"GREETING_NAME": "worker"},
+        )
+
+    manager = WorkerTaskManager(concurrency=2, log_dir=log_dir)
+    greet, fails = launch(1, "greet.py"), launch(2, "fails.sh")
+    try:
+        manager.start(greet)
+        manager.start(fails)
+        outcomes = run_to_completion(manager, [greet, fails], limit=60)
+    finally:
+        manager.shutdown(kill=True)
+
+    assert outcomes[1].succeeded, outcomes[1]
+    assert "hello, worker!" in (outcomes[1].output_tail or "")
+    assert not outcomes[2].succeeded
+    assert outcomes[2].exit_code == 1
+    assert outcomes[2].error == "exit code 1: workflows: task d/fails.sh failed: exit code 3"
+    assert "about to fail" in (outcomes[2].output_tail or "")
