@@ -41,7 +41,9 @@ pass_ctx = click.make_pass_decorator(Context)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="workflows")
-@click.option("--log-json", is_flag=True, envvar="WORKFLOWS_LOG_JSON", help="Log one JSON object per line.")
+@click.option(
+    "--log-json", is_flag=True, envvar="WORKFLOWS_LOG_JSON", help="Log one JSON object per line."
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 @click.argument("config")
 @click.pass_context
@@ -59,7 +61,9 @@ def cli(ctx: click.Context, config: str, log_json: bool, verbose: int) -> None:
 @cli.command()
 @click.argument("dag")
 @click.option("-o", "--only", metavar="TASK", help="Run only this task.")
-@click.option("-b", "--begin", metavar="TASK", help="Run this task and everything downstream of it.")
+@click.option(
+    "-b", "--begin", metavar="TASK", help="Run this task and everything downstream of it."
+)
 @click.option("-e", "--end", metavar="TASK", help="Run this task and everything upstream of it.")
 @pass_ctx
 def run(obj: Context, dag: str, only: str | None, begin: str | None, end: str | None) -> None:
@@ -111,7 +115,9 @@ def list_dags(obj: Context) -> None:
 
 @cli.command()
 @click.argument("manager", type=click.Choice(["worker", "kubernetes"]))
-@click.option("--once", is_flag=True, help="One pass, then exit (the worker waits for what it started).")
+@click.option(
+    "--once", is_flag=True, help="One pass, then exit (the worker waits for what it started)."
+)
 @click.option("--until-idle", is_flag=True, help="Pass after pass until no run is running.")
 @click.option(
     "--interval",
@@ -190,7 +196,14 @@ def _parse_parameters(values: tuple[str, ...]) -> dict[str, str]:
 
 @cli.command()
 @click.argument("dag")
-@click.option("-p", "--parameter", "parameters", multiple=True, metavar="VAR=VALUE", help="A parameter for the run's tasks (repeatable).")
+@click.option(
+    "-p",
+    "--parameter",
+    "parameters",
+    multiple=True,
+    metavar="VAR=VALUE",
+    help="A parameter for the run's tasks (repeatable).",
+)
 @click.option("--creator", default="cli", show_default=True, help="Who asked for the run.")
 @pass_ctx
 def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -> None:
@@ -205,7 +218,14 @@ def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -
 
 @cli.command()
 @click.argument("dag", required=False)
-@click.option("-n", "--limit", type=click.IntRange(min=1), default=10, show_default=True, help="How many runs.")
+@click.option(
+    "-n",
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many runs.",
+)
 @pass_ctx
 def runs(obj: Context, dag: str | None, limit: int) -> None:
     """Show recent runs (of DAG, or of all DAGs) and their task runs."""

@@ -16,7 +16,9 @@ def load_registry(config: str) -> DagRegistry:
     module = _import(config)
     registry = getattr(module, "DAGS", None)
     if registry is None:
-        raise ConfigError(f"{config}: defines no DAGS (expected DAGS = dags.register_directory(...))")
+        raise ConfigError(
+            f"{config}: defines no DAGS (expected DAGS = dags.register_directory(...))"
+        )
     if not isinstance(registry, DagRegistry):
         raise ConfigError(f"{config}: DAGS is a {type(registry).__name__}, not a DagRegistry")
     return registry
@@ -50,6 +52,10 @@ def _import(config: str) -> object:
     except WorkflowsError:
         raise
     except SyntaxError as exc:
-        raise ConfigError(f"{exc.filename}:{exc.lineno}: syntax error in config: {exc.msg}") from None
+        raise ConfigError(
+            f"{exc.filename}:{exc.lineno}: syntax error in config: {exc.msg}"
+        ) from None
     except Exception as exc:
-        raise ConfigError(f"{config}: importing the config failed: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(
+            f"{config}: importing the config failed: {type(exc).__name__}: {exc}"
+        ) from None

@@ -52,9 +52,7 @@ def setup_logging(json_lines: bool = False, verbose: int = 0) -> None:
     if json_lines:
         handler.setFormatter(_JsonFormatter())
     else:
-        handler.setFormatter(
-            _RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        handler.setFormatter(_RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

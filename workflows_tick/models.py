@@ -26,24 +26,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from workflows_tick.states import RunStatus, TaskStatus, Trigger
 
-class RunStatus(enum.StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class TaskStatus(enum.StrEnum):
-    WAITING = "waiting"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-class Trigger(enum.StrEnum):
-    SCHEDULE = "schedule"
-    MANUAL = "manual"
+__all__ = ["Base", "DagRun", "DagSchedule", "RunStatus", "TaskRun", "TaskStatus", "Trigger"]
 
 
 NAMING_CONVENTION = {
@@ -106,7 +91,9 @@ class TaskRun(Base):
         UniqueConstraint("dag_run_id", "task_name", "attempt"),
         CheckConstraint(_one_of("status", TaskStatus), name="status"),
         CheckConstraint("attempt >= 1", name="attempt"),
-        Index("ix_task_run_waiting", "not_before", "id", postgresql_where=text("status = 'waiting'")),
+        Index(
+            "ix_task_run_waiting", "not_before", "id", postgresql_where=text("status = 'waiting'")
+        ),
         Index("ix_task_run_running", "manager", postgresql_where=text("status = 'running'")),
     )
 

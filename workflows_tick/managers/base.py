@@ -113,10 +113,15 @@ class TaskManager(ABC):
         """Attempts started by this process that have not been reported finished."""
         return 0
 
-    def wait(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds; return early when an attempt finishes."""
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, or less when an attempt finishes.
+
+        Returns True when it returned early because an attempt finished (the loop
+        then runs a pass at once, so downstream tasks start promptly).
+        """
         if timeout > 0:
             time.sleep(timeout)
+        return False
 
     def shutdown(self, kill: bool) -> Sequence[Outcome]:
         """Stop: with ``kill``, end running attempts and report them failed;

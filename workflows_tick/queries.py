@@ -1,0 +1,511 @@
+"""Every SQL statement of workflows-tick.
+
+Functions take a Connection and never commit: the caller owns the transaction.
+They return small frozen dataclasses, never ORM objects. Batches use arrays and
+``unnest`` so that a pass issues a fixed number of statements however many DAGs
+or task runs it touches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from workflows_tick.managers.base import Outcome, RunningTaskRun
+from workflows_tick.plan import NewTaskRun, TaskRunState
+from workflows_tick.states import RunStatus, TaskStatus, Trigger
+
+
+@dataclass(frozen=True)
+class Cursor:
+    dag_name: str
+    schedule: str
+    timezone: str
+    next_fire_at: datetime
+
+
+@dataclass(frozen=True)
+class DagRunRow:
+    id: int
+    dag_name: str
+    status: RunStatus
+    trigger: Trigger
+    scheduled_for: datetime | None
+    creator: str | None
+    parameters: dict[str, str]
+    created_at: datetime
+    ended_at: datetime | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class TaskRunRow:
+    id: int
+    dag_run_id: int
+    task_name: str
+    attempt: int
+    status: TaskStatus
+    manager: str | None
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    host: str | None
+    exit_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_run_id: int
+    dag_run_id: int
+    dag_name: str
+    task_name: str
+    attempt: int
+    parameters: dict[str, str]
+
+
+_RUN_COLUMNS = "id, dag_name, status, trigger, scheduled_for, creator, parameters, created_at, ended_at, message"
+_TASK_COLUMNS = (
+    "id, dag_run_id, task_name, attempt, status, manager, created_at, started_at, ended_at, "
+    "host, exit_code, error"
+)
+
+
+def _run_row(row: Any) -> DagRunRow:
+    return DagRunRow(
+        id=row.id,
+        dag_name=row.dag_name,
+        status=RunStatus(row.status),
+        trigger=Trigger(row.trigger),
+        scheduled_for=row.scheduled_for,
+        creator=row.creator,
+        parameters=dict(row.parameters or {}),
+        created_at=row.created_at,
+        ended_at=row.ended_at,
+        message=row.message,
+    )
+
+
+def _task_row(row: Any) -> TaskRunRow:
+    return TaskRunRow(
+        id=row.id,
+        dag_run_id=row.dag_run_id,
+        task_name=row.task_name,
+        attempt=row.attempt,
+        status=TaskStatus(row.status),
+        manager=row.manager,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+        host=row.host,
+        exit_code=row.exit_code,
+        error=row.error,
+    )
+
+
+# --- task runs under a manager ------------------------------------------------------
+
+
+def running_task_runs(conn: Connection, manager: str) -> list[RunningTaskRun]:
+    rows = conn.execute(
+        text(
+            "SELECT t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, t.host, "
+            "t.started_at, t.lease_expires_at "
+            "FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
+            "WHERE t.status = 'running' AND t.manager = :manager ORDER BY t.id"
+        ),
+        {"manager": manager},
+    )
+    return [
+        RunningTaskRun(
+            id=r.id,
+            dag_run_id=r.dag_run_id,
+            dag_name=r.dag_name,
+            task_name=r.task_name,
+            attempt=r.attempt,
+            host=r.host,
+            started_at=r.started_at,
+            lease_expires_at=r.lease_expires_at,
+        )
+        for r in rows
+    ]
+
+
+def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> int:
+    """Finish the running task runs in ``outcomes``; rows no longer running are left alone."""
+    if not outcomes:
+        return 0
+    result = conn.execute(
+        text(
+            "UPDATE task_run t SET status = v.status, ended_at = :now, exit_code = v.exit_code, "
+            "error = v.error, output_tail = COALESCE(v.tail, t.output_tail), lease_expires_at = NULL "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
+            "CAST(:codes AS integer[]), CAST(:errors AS text[]), CAST(:tails AS text[])) "
+            "AS v(id, status, exit_code, error, tail) "
+            "WHERE t.id = v.id AND t.status = 'running'"
+        ),
+        {
+            "now": now,
+            "ids": [o.task_run_id for o in outcomes],
+            "statuses": [
+                TaskStatus.SUCCEEDED.value if o.succeeded else TaskStatus.FAILED.value
+                for o in outcomes
+            ],
+            "codes": [o.exit_code for o in outcomes],
+            "errors": [_short(o.error) for o in outcomes],
+            "tails": [o.output_tail for o in outcomes],
+        },
+    )
+    return result.rowcount
+
+
+def _short(message: str | None, limit: int = 2000) -> str | None:
+    if message is None or len(message) <= limit:
+        return message
+    return message[: limit - 3] + "..."
+
+
+def renew_leases(conn: Connection, task_run_ids: Sequence[int], until: datetime) -> None:
+    if task_run_ids:
+        conn.execute(
+            text(
+                "UPDATE task_run SET lease_expires_at = :until "
+                "WHERE id = ANY(CAST(:ids AS bigint[])) AND status = 'running'"
+            ),
+            {"ids": list(task_run_ids), "until": until},
+        )
+
+
+def expire_leases(conn: Connection, now: datetime) -> list[int]:
+    """Fail running task runs whose lease ran out (their scheduler died); their ids."""
+    rows = conn.execute(
+        text(
+            "UPDATE task_run SET status = 'failed', ended_at = :now, "
+            "error = 'lease expired: ' || COALESCE(host, 'its scheduler') "
+            "|| ' stopped reporting on it (crashed or lost)', lease_expires_at = NULL "
+            "WHERE status = 'running' AND lease_expires_at < :now RETURNING id"
+        ),
+        {"now": now},
+    )
+    return [r.id for r in rows]
+
+
+# --- schedules ------------------------------------------------------------------------
+
+
+def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
+    rows = conn.execute(text("SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule"))
+    return {r.dag_name: Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at) for r in rows}
+
+
+def upsert_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
+    """Create cursors of new DAGs and reset those whose schedule or time zone changed."""
+    if not cursors:
+        return
+    conn.execute(
+        text(
+            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, updated_at) "
+            "SELECT v.*, :now FROM unnest(CAST(:names AS text[]), CAST(:schedules AS text[]), "
+            "CAST(:zones AS text[]), CAST(:fires AS timestamptz[])) AS v "
+            "ON CONFLICT (dag_name) DO UPDATE SET schedule = excluded.schedule, "
+            "timezone = excluded.timezone, next_fire_at = excluded.next_fire_at, updated_at = :now "
+            "WHERE (dag_schedule.schedule, dag_schedule.timezone) "
+            "IS DISTINCT FROM (excluded.schedule, excluded.timezone)"
+        ),
+        {
+            "now": now,
+            "names": [c.dag_name for c in cursors],
+            "schedules": [c.schedule for c in cursors],
+            "zones": [c.timezone for c in cursors],
+            "fires": [c.next_fire_at for c in cursors],
+        },
+    )
+
+
+def delete_cursors(conn: Connection, dag_names: Sequence[str]) -> None:
+    if dag_names:
+        conn.execute(
+            text("DELETE FROM dag_schedule WHERE dag_name = ANY(CAST(:names AS text[]))"),
+            {"names": list(dag_names)},
+        )
+
+
+def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) -> list[Cursor]:
+    """The cursors of ``dag_names`` that are due, locked; ones locked elsewhere are skipped."""
+    rows = conn.execute(
+        text(
+            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
+            "WHERE dag_name = ANY(CAST(:names AS text[])) AND next_fire_at <= :now "
+            "ORDER BY dag_name FOR UPDATE SKIP LOCKED"
+        ),
+        {"names": list(dag_names), "now": now},
+    )
+    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at) for r in rows]
+
+
+def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
+    if cursors:
+        conn.execute(
+            text(
+                "UPDATE dag_schedule s SET next_fire_at = v.fire, updated_at = :now "
+                "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[])) AS v(name, fire) "
+                "WHERE s.dag_name = v.name"
+            ),
+            {
+                "now": now,
+                "names": [c.dag_name for c in cursors],
+                "fires": [c.next_fire_at for c in cursors],
+            },
+        )
+
+
+def insert_scheduled_runs(
+    conn: Connection, runs: Sequence[tuple[str, datetime]], now: datetime
+) -> list[DagRunRow]:
+    """Create scheduled runs; one that exists for the same (DAG, time) is not duplicated."""
+    if not runs:
+        return []
+    rows = conn.execute(
+        text(
+            "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
+            "created_at) SELECT v.name, 'running', 'schedule', v.fire, 'scheduler', '{}', :now "
+            "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[])) AS v(name, fire) "
+            f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
+        ),
+        {"now": now, "names": [r[0] for r in runs], "fires": [r[1] for r in runs]},
+    )
+    return [_run_row(r) for r in rows]
+
+
+def insert_manual_run(
+    conn: Connection, dag_name: str, creator: str, parameters: Mapping[str, str], now: datetime
+) -> DagRunRow:
+    row = conn.execute(
+        text(
+            "INSERT INTO dag_run (dag_name, status, trigger, creator, parameters, created_at) "
+            "VALUES (:dag, 'running', 'manual', :creator, CAST(:parameters AS jsonb), :now) "
+            f"RETURNING {_RUN_COLUMNS}"
+        ),
+        {
+            "dag": dag_name,
+            "creator": creator,
+            "parameters": json.dumps(dict(parameters)),
+            "now": now,
+        },
+    ).one()
+    return _run_row(row)
+
+
+# --- advancing runs -----------------------------------------------------------------
+
+
+def lock_earliest_runs(conn: Connection) -> list[DagRunRow]:
+    """The earliest running run of each DAG, locked; runs another scheduler holds are skipped."""
+    rows = conn.execute(
+        text(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id IN ("
+            "SELECT DISTINCT ON (dag_name) id FROM dag_run WHERE status = 'running' "
+            "ORDER BY dag_name, id) AND status = 'running' ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+    )
+    return [_run_row(r) for r in rows]
+
+
+def task_run_states(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, list[TaskRunState]]:
+    states: dict[int, list[TaskRunState]] = {i: [] for i in dag_run_ids}
+    if dag_run_ids:
+        rows = conn.execute(
+            text(
+                "SELECT dag_run_id, task_name, attempt, status FROM task_run "
+                "WHERE dag_run_id = ANY(CAST(:ids AS bigint[]))"
+            ),
+            {"ids": list(dag_run_ids)},
+        )
+        for r in rows:
+            states[r.dag_run_id].append(TaskRunState(r.task_name, r.attempt, TaskStatus(r.status)))
+    return states
+
+
+def insert_task_runs(conn: Connection, new: Sequence[tuple[int, NewTaskRun]], now: datetime) -> int:
+    """Create waiting task runs; an existing (run, task, attempt) is not duplicated."""
+    if not new:
+        return 0
+    result = conn.execute(
+        text(
+            "INSERT INTO task_run (dag_run_id, task_name, attempt, status, created_at, not_before) "
+            "SELECT v.run, v.task, v.attempt, 'waiting', :now, v.not_before "
+            "FROM unnest(CAST(:runs AS bigint[]), CAST(:tasks AS text[]), "
+            "CAST(:attempts AS integer[]), CAST(:not_befores AS timestamptz[])) "
+            "AS v(run, task, attempt, not_before) "
+            "ON CONFLICT (dag_run_id, task_name, attempt) DO NOTHING"
+        ),
+        {
+            "now": now,
+            "runs": [run_id for run_id, _ in new],
+            "tasks": [t.task_name for _, t in new],
+            "attempts": [t.attempt for _, t in new],
+            "not_befores": [t.not_before for _, t in new],
+        },
+    )
+    return result.rowcount
+
+
+def finish_runs(
+    conn: Connection, finished: Sequence[tuple[int, RunStatus, str | None]], now: datetime
+) -> None:
+    """End runs; a run's waiting task runs end with it (they can no longer start)."""
+    if not finished:
+        return
+    params = {
+        "now": now,
+        "ids": [f[0] for f in finished],
+        "statuses": [f[1].value for f in finished],
+        "messages": [f[2] for f in finished],
+    }
+    conn.execute(
+        text(
+            "UPDATE dag_run r SET status = v.status, ended_at = :now, message = v.message "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
+            "CAST(:messages AS text[])) AS v(id, status, message) "
+            "WHERE r.id = v.id AND r.status = 'running'"
+        ),
+        params,
+    )
+    conn.execute(
+        text(
+            "UPDATE task_run SET status = 'failed', ended_at = :now, "
+            "error = 'not started: its run ended' "
+            "WHERE dag_run_id = ANY(CAST(:ids AS bigint[])) AND status = 'waiting'"
+        ),
+        {"now": now, "ids": params["ids"]},
+    )
+
+
+# --- claiming -------------------------------------------------------------------------
+
+
+def lock_manager(conn: Connection, manager: str) -> None:
+    """Serialize claims of one manager across schedulers (for a global cap)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"claim:{manager}"})
+
+
+def count_running(conn: Connection, manager: str) -> int:
+    return int(
+        conn.execute(
+            text("SELECT count(*) FROM task_run WHERE status = 'running' AND manager = :manager"),
+            {"manager": manager},
+        ).scalar_one()
+    )
+
+
+def claim_waiting(
+    conn: Connection,
+    manager: str,
+    dag_names: Sequence[str],
+    limit: int,
+    now: datetime,
+    lease_until: datetime,
+) -> list[Claim]:
+    """Claim the oldest startable waiting task runs and record them as running.
+
+    Rows another scheduler holds are skipped, and the status is checked again
+    after the lock, so a task run is never claimed twice.
+    """
+    if limit <= 0 or not dag_names:
+        return []
+    rows = conn.execute(
+        text(
+            "WITH picked AS ("
+            "SELECT t.id FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
+            "WHERE t.status = 'waiting' AND t.not_before <= :now AND r.status = 'running' "
+            "AND r.dag_name = ANY(CAST(:dags AS text[])) "
+            "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
+            "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
+            "lease_expires_at = :lease_until "
+            "FROM picked, dag_run r WHERE t.id = picked.id AND r.id = t.dag_run_id "
+            "AND t.status = 'waiting' "
+            "RETURNING t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, r.parameters"
+        ),
+        {
+            "now": now,
+            "dags": list(dag_names),
+            "limit": limit,
+            "manager": manager,
+            "lease_until": lease_until,
+        },
+    )
+    claims = [
+        Claim(r.id, r.dag_run_id, r.dag_name, r.task_name, r.attempt, dict(r.parameters or {}))
+        for r in rows
+    ]
+    return sorted(claims, key=lambda c: c.task_run_id)
+
+
+def set_hosts(conn: Connection, hosts: Mapping[int, str]) -> None:
+    if hosts:
+        conn.execute(
+            text(
+                "UPDATE task_run t SET host = v.host FROM unnest(CAST(:ids AS bigint[]), "
+                "CAST(:hosts AS text[])) AS v(id, host) WHERE t.id = v.id"
+            ),
+            {"ids": list(hosts), "hosts": list(hosts.values())},
+        )
+
+
+# --- reports ------------------------------------------------------------------------
+
+
+def recent_runs(conn: Connection, dag_name: str | None, limit: int) -> list[DagRunRow]:
+    where = "WHERE dag_name = :dag " if dag_name is not None else ""
+    rows = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run {where}ORDER BY id DESC LIMIT :limit"),
+        {"dag": dag_name, "limit": limit},
+    )
+    return [_run_row(r) for r in rows]
+
+
+def task_runs_of(conn: Connection, dag_run_ids: Sequence[int]) -> list[TaskRunRow]:
+    if not dag_run_ids:
+        return []
+    rows = conn.execute(
+        text(
+            f"SELECT {_TASK_COLUMNS} FROM task_run WHERE dag_run_id = ANY(CAST(:ids AS bigint[])) "
+            "ORDER BY dag_run_id, id"
+        ),
+        {"ids": list(dag_run_ids)},
+    )
+    return [_task_row(r) for r in rows]
+
+
+def task_run_output(conn: Connection, task_run_id: int) -> tuple[TaskRunRow, str | None] | None:
+    row = conn.execute(
+        text(f"SELECT {_TASK_COLUMNS}, output_tail FROM task_run WHERE id = :id"),
+        {"id": task_run_id},
+    ).one_or_none()
+    if row is None:
+        return None
+    return _task_row(row), row.output_tail
+
+
+def get_run(conn: Connection, dag_run_id: int) -> DagRunRow | None:
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id"), {"id": dag_run_id}
+    ).one_or_none()
+    return None if row is None else _run_row(row)
+
+
+def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
+    return bool(
+        conn.execute(
+            text(
+                "SELECT EXISTS (SELECT 1 FROM dag_run WHERE status = 'running' "
+                "AND dag_name = ANY(CAST(:names AS text[])))"
+            ),
+            {"names": list(dag_names)},
+        ).scalar_one()
+    )

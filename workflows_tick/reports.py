@@ -1,0 +1,113 @@
+"""What ``workflows <config> runs`` and ``logs`` print. Parameter values are never shown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from workflows_tick import queries
+from workflows_tick.errors import UsageError
+from workflows_tick.logs import redact
+
+
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def _duration(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "-"
+    return f"{(end - start).total_seconds():.1f}s"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return lines
+
+
+def format_runs(
+    runs: Sequence[queries.DagRunRow], tasks: Sequence[queries.TaskRunRow]
+) -> list[str]:
+    if not runs:
+        return ["no runs"]
+    by_run: dict[int, list[queries.TaskRunRow]] = {}
+    for task in tasks:
+        by_run.setdefault(task.dag_run_id, []).append(task)
+    lines: list[str] = []
+    for run in runs:
+        when = (
+            f"scheduled for {_time(run.scheduled_for)}"
+            if run.scheduled_for
+            else f"by {run.creator}"
+        )
+        params = f"  parameters: {', '.join(sorted(run.parameters))}" if run.parameters else ""
+        lines.append(
+            f"run {run.id}  {run.dag_name}  {run.status.value}  {run.trigger.value} {when}  "
+            f"created {_time(run.created_at)}  ended {_time(run.ended_at)}{params}"
+        )
+        if run.message:
+            lines.append(f"  {redact(run.message)}")
+        rows = [
+            [
+                str(t.id),
+                t.task_name,
+                str(t.attempt),
+                t.status.value,
+                _time(t.started_at),
+                _duration(t.started_at, t.ended_at),
+                t.host or "-",
+                "-" if t.exit_code is None else str(t.exit_code),
+                redact(t.error or "")[:120],
+            ]
+            for t in by_run.get(run.id, [])
+        ]
+        if rows:
+            headers = [
+                "TASK RUN",
+                "TASK",
+                "TRY",
+                "STATUS",
+                "STARTED",
+                "TOOK",
+                "HOST",
+                "EXIT",
+                "ERROR",
+            ]
+            lines += ["  " + line for line in table(headers, rows)]
+        lines.append("")
+    return lines
+
+
+def runs_table(dag_name: str | None, limit: int) -> list[str]:
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose="runs") as db:
+        upgrade(db.engine)
+        with db.engine.connect() as conn:
+            runs = queries.recent_runs(conn, dag_name, limit)
+            tasks = queries.task_runs_of(conn, [r.id for r in runs])
+    return format_runs(runs, tasks)
+
+
+def task_run_log(task_run_id: int) -> str:
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose="logs") as db:
+        upgrade(db.engine)
+        with db.engine.connect() as conn:
+            found = queries.task_run_output(conn, task_run_id)
+    if found is None:
+        raise UsageError(f"no task run {task_run_id}")
+    row, output = found
+    header = (
+        f"# task run {row.id}: {row.task_name} attempt {row.attempt}, {row.status.value}"
+        f"{'' if row.exit_code is None else f', exit code {row.exit_code}'}"
+        f"{'' if not row.error else f': {row.error}'}\n"
+    )
+    return redact(header + (output or "(no output recorded)\n"))

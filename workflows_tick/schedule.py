@@ -1,0 +1,210 @@
+"""Driving the tick: a loop, ``--once``, or ``--until-idle``; signals; reconnects."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception,
+    stop_never,
+    wait_exponential,
+)
+
+from workflows_tick.dags import DagRegistry
+from workflows_tick.logs import redact
+from workflows_tick.managers.base import TaskManager
+from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    config: str
+    manager: str = "worker"
+    once: bool = False
+    until_idle: bool = False
+    interval: float = 5.0
+    concurrency: int = 1
+    max_running: int = 20
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+
+
+def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
+    if name == "worker":
+        from workflows_tick.managers.worker import WorkerTaskManager
+
+        return WorkerTaskManager(concurrency=options.concurrency)
+    from workflows_tick.managers.kubernetes import KubernetesTaskManager
+
+    return KubernetesTaskManager(registry, max_running=options.max_running)
+
+
+def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
+    """Migrate, then drive passes as the options say, until done or signalled."""
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose="scheduler", require_url=options.manager == "kubernetes") as db:
+        _with_reconnect(lambda: upgrade(db.engine))
+        manager = build_manager(options.manager, registry, options)
+        Loop(registry, manager, db.engine, options).run()
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0
+    first = str(exc).strip().splitlines()[0] if exc else ""
+    log.warning("database unavailable (%s); retrying in %.1fs", redact(first), wait)
+
+
+def _with_reconnect(fn: Callable[[], Any]) -> Any:
+    """Call ``fn``, retrying with backoff while the database is unreachable."""
+    retrying = retry(
+        retry=retry_if_exception(_is_connection_error),
+        wait=wait_exponential(multiplier=0.2, max=2.0),
+        stop=stop_never,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn)()
+
+
+class Loop:
+    """Pass after pass, sleeping only when there is nothing to do.
+
+    SIGINT: stop starting tasks, let running ones finish, exit. SIGTERM: stop
+    running tasks, record them failed, exit.
+    """
+
+    def __init__(
+        self,
+        registry: DagRegistry,
+        manager: TaskManager,
+        engine: Engine,
+        options: SchedulerOptions,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.manager = manager
+        self.options = options
+        self.clock = clock
+        self.ticker = Ticker(
+            registry,
+            manager,
+            engine,
+            options.config,
+            clock=clock,
+            lease_seconds=options.lease_seconds,
+        )
+        self.stop_signal: int | None = None
+        self._woken = threading.Event()
+
+    def run(self) -> None:
+        with self._signals():
+            if self.options.once:
+                self._once()
+            else:
+                self._loop()
+        self._shutdown()
+
+    def _pass(self) -> PassResult:
+        result: PassResult = _with_reconnect(self.ticker.run_pass)
+        return result
+
+    def _once(self) -> None:
+        self._pass()
+        # Wait for what this pass started, keeping its leases, and record how it ended.
+        self.ticker.starting = False
+        while self.manager.in_flight() and self.stop_signal != signal.SIGTERM:
+            self.manager.wait(1.0)
+            _with_reconnect(self.ticker.tend)
+
+    def _loop(self) -> None:
+        while True:
+            if self.stop_signal == signal.SIGTERM:
+                return
+            if self.stop_signal == signal.SIGINT and not self.manager.in_flight():
+                return
+            result = self._pass()
+            if self.options.until_idle and not result.running_runs and not self.manager.in_flight():
+                return
+            if result.did_work:
+                continue
+            self._sleep(self._sleep_time(result.next_fire_at))
+
+    def _sleep_time(self, next_fire_at: datetime | None) -> float:
+        timeout = self.options.interval
+        if next_fire_at is not None:
+            timeout = min(timeout, max(0.0, (next_fire_at - self.clock()).total_seconds()))
+        return timeout
+
+    def _sleep(self, timeout: float) -> None:
+        """Sleep up to ``timeout``; wake when a task finishes or a signal arrives."""
+        deadline = time.monotonic() + timeout
+        while not self._woken.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self.manager.wait(min(remaining, 0.25)):
+                return
+        self._woken.clear()
+
+    def _shutdown(self) -> None:
+        kill = self.stop_signal == signal.SIGTERM
+        if self.manager.in_flight():
+            log.info(
+                "stopping: %s %d running task(s)",
+                "killing" if kill else "waiting for",
+                self.manager.in_flight(),
+            )
+        outcomes = self.manager.shutdown(kill=kill)
+        if outcomes:
+            _with_reconnect(lambda: self.ticker.record(outcomes))
+
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            if self.stop_signal is None:
+                log.info(
+                    "received %s: %s",
+                    signal.Signals(signum).name,
+                    "finishing running tasks, then exiting"
+                    if signum == signal.SIGINT
+                    else "stopping running tasks, then exiting",
+                )
+            # A second SIGINT after the first escalates to SIGTERM's behaviour.
+            if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
+                signum = signal.SIGTERM
+            self.stop_signal = signum
+            self.ticker.starting = False
+            self._woken.set()
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)

@@ -1,0 +1,306 @@
+"""The tick: one idempotent reconciliation pass.
+
+A pass holds no state of its own: everything it decides comes from the database
+(and, through the manager, from the processes or pods it runs), so any number of
+schedulers may run passes at once, as a loop, a CronJob or a single ``--once``.
+
+Order within a pass:
+
+1. poll the manager about the task runs it has running (outside any transaction);
+2. in one transaction: record what finished, renew leases of what is alive, fail
+   what lost its lease, create due scheduled runs, advance the earliest running run
+   of each DAG (create ready task runs and retries, end finished runs), and claim
+   the oldest waiting task runs; commit;
+3. launch the claimed task runs; a launch that fails fails its attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine
+
+from workflows_tick import cron, queries
+from workflows_tick.dags import Dag, DagRegistry
+from workflows_tick.errors import DagLoadError
+from workflows_tick.managers.base import Launch, Outcome, TaskManager
+from workflows_tick.plan import NewTaskRun, plan_run
+from workflows_tick.states import RunStatus
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PassResult:
+    """What one pass did, for the loop's pacing and for logs and tests."""
+
+    finished: int = 0
+    expired: int = 0
+    created_runs: list[int] = field(default_factory=list)
+    created_task_runs: int = 0
+    ended_runs: int = 0
+    started: list[int] = field(default_factory=list)
+    failed_launches: int = 0
+    running_runs: int = 0
+    next_fire_at: datetime | None = None
+
+    @property
+    def did_work(self) -> bool:
+        return bool(
+            self.finished
+            or self.expired
+            or self.created_runs
+            or self.created_task_runs
+            or self.ended_runs
+            or self.started
+            or self.failed_launches
+        )
+
+
+class Ticker:
+    """Runs passes for one registry and one manager against one database."""
+
+    def __init__(
+        self,
+        registry: DagRegistry,
+        manager: TaskManager,
+        engine: Engine,
+        config: str,
+        clock: Clock = utc_now,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> None:
+        self.registry = registry
+        self.manager = manager
+        self.engine = engine
+        self.config = config
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
+        self.starting = True
+        """False once the scheduler is stopping: passes then start nothing new."""
+        self._dags: dict[str, Dag] = {}
+        self._broken: dict[str, DagLoadError] = {}
+        self.load_dags()
+
+    def load_dags(self) -> None:
+        """(Re)load the registry; broken DAGs are logged and left out."""
+        self._dags, self._broken = {}, {}
+        for name, dag in self.registry.load_all().items():
+            if isinstance(dag, Dag):
+                self._dags[name] = dag
+            else:
+                self._broken[name] = dag
+                log.error("DAG %s is not loaded: %s", name, dag)
+
+    @property
+    def dags(self) -> dict[str, Dag]:
+        return self._dags
+
+    # --- the pass -------------------------------------------------------------------
+
+    def run_pass(self) -> PassResult:
+        result = PassResult()
+        with self.engine.connect() as conn:
+            running = queries.running_task_runs(conn, self.manager.name)
+            conn.rollback()
+            polled = self.manager.poll(running)
+            now = self.clock()
+            with conn.begin():
+                result.finished = queries.record_outcomes(conn, polled.finished, now)
+                queries.renew_leases(conn, polled.alive, now + self.lease)
+                expired = queries.expire_leases(conn, now)
+                result.expired = len(expired)
+                if expired:
+                    log.warning("task runs %s lost their lease and are failed", expired)
+                result.next_fire_at = self._create_due_runs(conn, now, result)
+                self._advance_runs(conn, now, result)
+                claims = self._claim(conn, now) if self.starting else []
+            self._launch(conn, claims, result)
+        if result.did_work:
+            log.info(
+                "pass: %d finished, %d expired, %d runs created, %d task runs created, "
+                "%d runs ended, %d started, %d launch failures",
+                result.finished,
+                result.expired,
+                len(result.created_runs),
+                result.created_task_runs,
+                result.ended_runs,
+                len(result.started),
+                result.failed_launches,
+            )
+        return result
+
+    def tend(self) -> int:
+        """Poll, record what finished and renew leases; plan and start nothing.
+
+        Used while ``--once`` waits for the tasks its pass started.
+        """
+        with self.engine.connect() as conn:
+            running = queries.running_task_runs(conn, self.manager.name)
+            conn.rollback()
+            polled = self.manager.poll(running)
+            now = self.clock()
+            with conn.begin():
+                queries.renew_leases(conn, polled.alive, now + self.lease)
+                return queries.record_outcomes(conn, polled.finished, now)
+
+    def record(self, outcomes: Sequence[Outcome]) -> int:
+        """Record outcomes outside a pass (at shutdown)."""
+        if not outcomes:
+            return 0
+        with self.engine.begin() as conn:
+            return queries.record_outcomes(conn, outcomes, self.clock())
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _create_due_runs(
+        self, conn: Connection, now: datetime, result: PassResult
+    ) -> datetime | None:
+        scheduled = {name: dag for name, dag in self._dags.items() if dag.schedule}
+        cursors = queries.schedule_cursors(conn)
+        fresh: list[queries.Cursor] = []
+        due: list[str] = []
+        for name, dag in scheduled.items():
+            assert dag.schedule is not None
+            cursor = cursors.get(name)
+            if cursor is None or (cursor.schedule, cursor.timezone) != (dag.schedule, dag.timezone):
+                # New DAG, or an edited schedule: it applies from now on; past times never replay.
+                try:
+                    fire = cron.next_fire(dag.schedule, dag.timezone, now)
+                except Exception as exc:  # one DAG's bad schedule never stops the others
+                    log.error("DAG %s: cannot compute its schedule: %s", name, exc)
+                    continue
+                fresh.append(queries.Cursor(name, dag.schedule, dag.timezone, fire))
+                cursors[name] = fresh[-1]
+            elif cursor.next_fire_at <= now:
+                due.append(name)
+        queries.upsert_cursors(conn, fresh, now)
+        queries.delete_cursors(conn, [n for n in cursors if n in self._dags and n not in scheduled])
+
+        runs: list[tuple[str, datetime]] = []
+        advanced: list[queries.Cursor] = []
+        for cursor in queries.lock_due_cursors(conn, due, now) if due else []:
+            try:
+                fire = cron.latest_fire(cursor.schedule, cursor.timezone, now)
+                following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
+            except Exception as exc:
+                log.error("DAG %s: cannot compute its schedule: %s", cursor.dag_name, exc)
+                continue
+            # However many fire times were missed, only the most recent one runs.
+            runs.append((cursor.dag_name, fire))
+            advanced.append(
+                queries.Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following)
+            )
+            cursors[cursor.dag_name] = advanced[-1]
+        created = queries.insert_scheduled_runs(conn, runs, now)
+        queries.advance_cursors(conn, advanced, now)
+        for run in created:
+            log.info("scheduled run %d of %s for %s", run.id, run.dag_name, run.scheduled_for)
+        result.created_runs.extend(run.id for run in created)
+        fires = [c.next_fire_at for n, c in cursors.items() if n in scheduled]
+        return min(fires, default=None)
+
+    def _advance_runs(self, conn: Connection, now: datetime, result: PassResult) -> None:
+        runs = queries.lock_earliest_runs(conn)
+        result.running_runs = len(runs)
+        finished: list[tuple[int, RunStatus, str | None]] = []
+        active = []
+        for run in runs:
+            if run.dag_name in self._dags:
+                active.append(run)
+            elif run.dag_name not in self._broken and run.dag_name not in self.registry:
+                message = f"DAG {run.dag_name!r} is no longer in the registry"
+                log.warning("run %d failed: %s", run.id, message)
+                finished.append((run.id, RunStatus.FAILED, message))
+        states = queries.task_run_states(conn, [r.id for r in active])
+        new: list[tuple[int, NewTaskRun]] = []
+        for run in active:
+            try:
+                plan = plan_run(self._dags[run.dag_name], states[run.id], now)
+            except Exception:  # a bug in one DAG's plan never stops the others
+                log.exception("run %d of %s: cannot plan it", run.id, run.dag_name)
+                continue
+            new.extend((run.id, task) for task in plan.create)
+            if plan.finish is not None:
+                finished.append((run.id, plan.finish, plan.message))
+                log.info(
+                    "run %d of %s %s%s",
+                    run.id,
+                    run.dag_name,
+                    plan.finish.value,
+                    f": {plan.message}" if plan.message else "",
+                )
+        result.created_task_runs = queries.insert_task_runs(conn, new, now)
+        queries.finish_runs(conn, finished, now)
+        result.ended_runs = len(finished)
+
+    def _claim(self, conn: Connection, now: datetime) -> list[queries.Claim]:
+        limit = self.manager.capacity()
+        if limit <= 0:
+            return []
+        if self.manager.global_limit is not None:
+            queries.lock_manager(conn, self.manager.name)
+            limit = min(
+                limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
+            )
+        claims = queries.claim_waiting(
+            conn, self.manager.name, list(self._dags), limit, now, now + self.lease
+        )
+        queries.set_hosts(
+            conn, {c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt) for c in claims}
+        )
+        return claims
+
+    def _launch(
+        self, conn: Connection, claims: Sequence[queries.Claim], result: PassResult
+    ) -> None:
+        failures: list[Outcome] = []
+        for claim in claims:
+            try:
+                dag = self._dags[claim.dag_name]
+                task = dag.task(claim.task_name)
+                launch = Launch(
+                    task_run_id=claim.task_run_id,
+                    dag_run_id=claim.dag_run_id,
+                    attempt=claim.attempt,
+                    dag=dag,
+                    task=task,
+                    config=self.config,
+                    parameters=claim.parameters,
+                    worker_config=self.registry.worker_config_for(dag, task),
+                )
+                self.manager.start(launch)
+            except Exception as exc:
+                log.error(
+                    "cannot start %s/%s (task run %d): %s",
+                    claim.dag_name,
+                    claim.task_name,
+                    claim.task_run_id,
+                    exc,
+                )
+                failures.append(
+                    Outcome(claim.task_run_id, succeeded=False, error=f"launch failed: {exc}")
+                )
+            else:
+                result.started.append(claim.task_run_id)
+                log.info(
+                    "started %s/%s attempt %d (task run %d)",
+                    claim.dag_name,
+                    claim.task_name,
+                    claim.attempt,
+                    claim.task_run_id,
+                )
+        if failures:
+            with conn.begin():
+                queries.record_outcomes(conn, failures, self.clock())
+            result.failed_launches = len(failures)
