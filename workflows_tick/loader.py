@@ -100,38 +100,31 @@ def _is_loading(registry: DagRegistry, name: str) -> bool:
 
 def _load(folder: Path, name: str, registry: DagRegistry) -> Dag:
     workflow_path = folder / WORKFLOW_FILE
-    spec = parse_yaml(read_text(workflow_path), str(workflow_path), first_line=1)
+    fields = workflow_from_text(workflow_path, read_text(workflow_path))
+    tasks = {t.name: t for t in _load_tasks(folder)}
+    return Dag(name=name, path=folder, tasks=_check_inputs(folder, name, tasks, registry), **fields)
+
+
+def workflow_from_text(path: Path, text: str) -> dict[str, Any]:
+    """The DAG-level fields of a ``workflow.yaml`` (keyword arguments of Dag)."""
+    spec = parse_yaml(text, str(path), first_line=1)
     if spec is None:
         spec = {}
     if not isinstance(spec, dict):
-        _fail(workflow_path, f"expected a YAML mapping of keys, got {_kind(spec)}")
-    _unknown_keys(workflow_path, spec, WORKFLOW_KEYS)
+        _fail(path, f"expected a YAML mapping of keys, got {_kind(spec)}")
+    _unknown_keys(path, spec, WORKFLOW_KEYS)
     if "description" not in spec:
-        _fail(
-            workflow_path,
-            "is required (a short text saying what the DAG does)",
-            "key 'description'",
-        )
-    description = _string(workflow_path, spec, "description", required=True)
-    timezone = _timezone(workflow_path, spec.get("timezone", DEFAULT_TIMEZONE))
-    schedule = _schedule(workflow_path, spec.get("schedule"))
-    worker_config = _mapping(workflow_path, spec, "worker_config")
-    retries = _retries(workflow_path, spec)
-    retry_delay = _retry_delay(workflow_path, spec)
-
-    tasks = {t.name: t for t in _load_tasks(folder)}
-    tasks = _check_inputs(folder, name, tasks, registry)
-    return Dag(
-        name=name,
-        path=folder,
-        description=description,
-        tasks=tasks,
-        schedule=schedule,
-        timezone=timezone,
-        retries=DEFAULT_RETRIES if retries is None else retries,
-        retry_delay=DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay,
-        worker_config=worker_config,
-    )
+        _fail(path, "is required (a short text saying what the DAG does)", "key 'description'")
+    retries = _retries(path, spec)
+    retry_delay = _retry_delay(path, spec)
+    return {
+        "description": _string(path, spec, "description", required=True),
+        "schedule": _schedule(path, spec.get("schedule")),
+        "timezone": _timezone(path, spec.get("timezone", DEFAULT_TIMEZONE)),
+        "retries": DEFAULT_RETRIES if retries is None else retries,
+        "retry_delay": DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay,
+        "worker_config": _mapping(path, spec, "worker_config"),
+    }
 
 
 # --- files -------------------------------------------------------------------------
@@ -181,9 +174,9 @@ def parse_yaml(text: str, path: str, first_line: int) -> Any:
         problem = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
         where = f"line {first_line + mark.line}" if mark is not None else None
         context = exc.context_mark
-        if exc.problem and exc.context and context is not None and context is not mark:
-            if context.line != mark.line:
-                problem += f" ({' '.join(exc.context.split())} started on line {first_line + context.line})"
+        if exc.problem and exc.context and context and mark and context.line != mark.line:
+            opened = " ".join(exc.context.split())
+            problem += f" ({opened} started on line {first_line + context.line})"
         raise DagLoadError(path, f"YAML syntax error: {problem}", where) from None
     except yaml.YAMLError as exc:
         raise DagLoadError(path, f"YAML error: {' '.join(str(exc).split())}") from None
@@ -225,9 +218,13 @@ def _load_tasks(folder: Path) -> list[Task]:
 
 def load_task(path: Path) -> Task:
     """One task file (inputs are not checked against other tasks here)."""
+    return task_from_source(path, read_text(path))
+
+
+def task_from_source(path: Path, source: str) -> Task:
+    """The task a file named ``path`` holding ``source`` defines."""
     extension = path.suffix
     implied = TASK_EXTENSIONS[extension]
-    source = read_text(path)
     try:
         header = extract_header(extension, source, str(path))
     except HeaderError as exc:
@@ -339,25 +336,23 @@ def _check_external(task: Task, ref: ExternalInput, name: str, registry: DagRegi
         others = [n for n in registry.names() if n != name]
         known = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "") or "none"
         _fail(task.path, f"{label}: no DAG {ref.dag!r} (other DAGs: {known})", where)
-    if _is_loading(registry, ref.dag):
-        # The other DAG is being loaded further up this stack (it names one of our
-        # tasks too): check that the task file is there; its own load reports the rest.
-        candidate = registry.root / ref.dag / ref.task
-        if ref.task.startswith((".", "_")) or candidate.suffix not in TASK_EXTENSIONS:
-            _fail(task.path, f"{label}: {ref.task!r} is not a task file name", where)
-        if not candidate.exists():
-            _fail(task.path, f"{label}: DAG {ref.dag!r} has no task {ref.task!r}", where)
+    other = None if _is_loading(registry, ref.dag) else registry.load(ref.dag)
+    if isinstance(other, Dag):
+        if ref.task not in other.tasks:
+            tasks = ", ".join(other.tasks) or "none"
+            _fail(
+                task.path,
+                f"{label}: DAG {ref.dag!r} has no task {ref.task!r}; its tasks: {tasks}",
+                where,
+            )
         return
-    other = registry.load(ref.dag)
-    if isinstance(other, DagLoadError):
-        _fail(task.path, f"{label}: DAG {ref.dag!r} does not load ({other.problem})", where)
-    if ref.task not in other.tasks:
-        _fail(
-            task.path,
-            f"{label}: DAG {ref.dag!r} has no task {ref.task!r}; "
-            f"its tasks: {', '.join(other.tasks) or 'none'}",
-            where,
-        )
+    # The other DAG is broken, or is being loaded further up this stack because it
+    # names one of our tasks too. Its own load reports its problems; here, check that
+    # the task file is there, so the outcome does not depend on which DAG loads first.
+    candidate = registry.root / ref.dag / ref.task
+    is_task_name = not ref.task.startswith((".", "_")) and candidate.suffix in TASK_EXTENSIONS
+    if not is_task_name or "/" in ref.task or not candidate.is_file():
+        _fail(task.path, f"{label}: DAG {ref.dag!r} has no task {ref.task!r}", where)
 
 
 # --- values -------------------------------------------------------------------------
