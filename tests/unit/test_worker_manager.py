@@ -198,7 +198,7 @@ def test_timeout_kills_the_whole_process_group(manager: WorkerTaskManager, tmp_p
 def test_timed_out_child_is_alive_during_its_grace(manager: WorkerTaskManager) -> None:
     launch = make_launch("trap '' TERM; sleep 60", shell=True, timeout=0.2)
     manager.start(launch)
-    manager.wait(5.0)  # returns at the timeout, not after 5 s
+    assert manager.wait(5.0)  # returns at the timeout, not after 5 s
     result = manager.poll([running_row(launch)])  # sends SIGTERM, which is ignored
 
     assert result.finished == []
@@ -295,7 +295,7 @@ def test_wait_returns_promptly_when_a_child_exits(
     )
     manager.start(make_launch(body))
     began = time.monotonic()
-    manager.wait(10.0)
+    assert manager.wait(10.0)
     woke = time.time()
 
     assert time.monotonic() - began < 5
@@ -313,20 +313,44 @@ def test_an_exit_before_wait_is_not_missed(manager: WorkerTaskManager) -> None:
     time.sleep(0.1)
 
     began = time.monotonic()
-    manager.wait(10.0)
+    assert manager.wait(10.0)
     assert time.monotonic() - began < 0.5
     assert len(manager.poll([running_row(launch)]).finished) == 1
 
     began = time.monotonic()
-    manager.wait(0.2)  # nothing left: sleeps the whole timeout
+    assert not manager.wait(0.2)  # nothing left: sleeps the whole timeout
     assert 0.15 < time.monotonic() - began < 2
+
+
+def test_an_exited_child_holds_its_slot_until_reported(log_dir: Path) -> None:
+    manager = WorkerTaskManager(concurrency=1, log_dir=log_dir, command=body_command)
+    launch = make_launch("pass")
+    try:
+        manager.start(launch)
+        assert manager.wait_all(10)
+        assert (manager.in_flight(), manager.capacity()) == (1, 0)
+        assert len(manager.poll([running_row(launch)]).finished) == 1
+        assert (manager.in_flight(), manager.capacity()) == (0, 1)
+    finally:
+        manager.shutdown(kill=True)
+
+
+def test_nul_bytes_in_output_are_replaced(manager: WorkerTaskManager) -> None:
+    body = "import sys; sys.stdout.write('a\\0b'); sys.stderr.write('bad\\0line\\n'); sys.exit(2)"
+    outcome = run_one(manager, make_launch(body))
+
+    assert outcome.output_tail == "a\ufffdbbad\ufffdline\n"
+    assert outcome.error == "exit code 2: a\ufffdbbad\ufffdline"
 
 
 def test_wait_wakes_at_a_childs_timeout(manager: WorkerTaskManager) -> None:
     manager.start(make_launch("sleep 60", shell=True, timeout=0.3))
     began = time.monotonic()
-    manager.wait(10.0)
+    assert manager.wait(10.0)
     assert time.monotonic() - began < 2
+    assert manager.wait(10.0), "still due until poll() acts on it, so a loop never spins"
+    assert manager.poll([]).alive == []  # SIGTERM sent
+    assert manager.wait(10.0)  # and the exit follows
 
 
 def test_capacity_with_concurrency_two(log_dir: Path) -> None:

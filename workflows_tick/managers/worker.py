@@ -116,7 +116,7 @@ class WorkerTaskManager(TaskManager):
         return max(0, self.concurrency - len(self._children))
 
     def in_flight(self) -> int:
-        """Attempts started here whose outcome has not been returned yet."""
+        """Attempts started here whose outcome :meth:`poll` has not returned yet."""
         return len(self._children)
 
     def host_for(self, task_run_id: int, attempt: int) -> str:
@@ -211,16 +211,20 @@ class WorkerTaskManager(TaskManager):
         alive = [tid for tid, child in self._children.items() if tid in wanted and not child.exited]
         return PollResult(finished=finished, alive=alive)
 
-    def wait(self, timeout: float) -> None:
-        """Sleep up to ``timeout`` seconds, returning as soon as a child exits or a
-        child's timeout (or kill grace) runs out and :meth:`poll` has work to do."""
-        if any(child.exited for child in self._children.values()):
-            return
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds; return True as soon as :meth:`poll` has work.
+
+        That is: a child exited (also one that exited before this call), or a
+        child's timeout or kill grace ran out. False means the whole timeout passed.
+        """
+        if self._poll_due():
+            return True
         deadline = self._next_deadline()
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
         if timeout > 0:
             self._exited.wait(timeout)
+        return self._poll_due()
 
     def wait_all(self, timeout: float | None = None) -> bool:
         """Block until every child has exited (timeouts still enforced); True if they all did.
@@ -318,6 +322,12 @@ class WorkerTaskManager(TaskManager):
                 self._signal(child, signal.SIGKILL)
                 child.kill_sent = True
 
+    def _poll_due(self) -> bool:
+        if any(child.exited for child in self._children.values()):
+            return True
+        deadline = self._next_deadline()
+        return deadline is not None and time.monotonic() >= deadline
+
     def _next_deadline(self) -> float | None:
         """The earliest moment :meth:`_enforce_timeouts` has something to do."""
         moments: list[float] = []
@@ -368,6 +378,8 @@ class WorkerTaskManager(TaskManager):
                 error = f"{error}: {line}"
             if len(error) > MAX_ERROR_CHARS:
                 error = error[: MAX_ERROR_CHARS - 3] + "..."
+        if error is not None:
+            error = error.replace("\x00", "\ufffd")
         launch = child.launch
         log.info(
             "task %s/%s (task run %d) %s after %.1fs",
@@ -403,7 +415,8 @@ class WorkerTaskManager(TaskManager):
             while skip < min(3, len(data)) and data[skip] & 0xC0 == 0x80:
                 skip += 1
             data = data[skip:]
-        return data.decode("utf-8", errors="replace")
+        # PostgreSQL text cannot hold NUL characters.
+        return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _signal_name(signum: int) -> str:
