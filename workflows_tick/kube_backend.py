@@ -1,0 +1,283 @@
+"""The few Kubernetes API calls the kubernetes manager makes, behind a Protocol.
+
+:class:`ClientBackend` speaks to a cluster through the official ``kubernetes``
+client (imported only when it is built); :class:`InMemoryBackend` keeps pods in a
+dict for tests. Both raise the errors below, never the client's own, so the
+manager's decisions do not depend on the client library.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+import os
+import threading
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from workflows_tick.errors import WorkflowsError
+
+IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
+"""(connect, read) seconds for one API call; tenacity retries on top."""
+
+
+class KubeApiError(WorkflowsError):
+    """The API answered with an error (or did not answer)."""
+
+    def __init__(self, status: int | None, reason: str, message: str) -> None:
+        super().__init__(f"{status or 'no answer'} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.api_message = message
+
+
+class KubeTransientError(KubeApiError):
+    """A timeout, a lost connection, 429 or a 5xx: worth retrying."""
+
+
+class KubeNotFound(KubeApiError):
+    """404."""
+
+
+class KubeConflict(KubeApiError):
+    """409: the object already exists."""
+
+
+class KubeForbidden(KubeApiError):
+    """401 or 403."""
+
+
+class KubernetesConfigError(WorkflowsError):
+    """No usable kubeconfig or in-cluster service account."""
+
+
+Pod = dict[str, Any]
+"""A pod as the API's JSON: ``metadata``, ``spec``, ``status``."""
+
+
+class KubeBackend(Protocol):
+    """The pod calls the kubernetes manager needs."""
+
+    default_namespace: str
+
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> None: ...
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Pod]: ...
+
+    def delete_pod(self, namespace: str, name: str) -> None: ...
+
+    def read_pod_log(self, namespace: str, name: str, tail_lines: int, limit_bytes: int) -> str: ...
+
+
+def classify(status: int | None, reason: str, message: str) -> KubeApiError:
+    """The error class for an HTTP status (None: no answer at all)."""
+    if status is None or status == 429 or status >= 500:
+        return KubeTransientError(status, reason, message)
+    if status in (401, 403):
+        return KubeForbidden(status, reason, message)
+    if status == 404:
+        return KubeNotFound(status, reason, message)
+    if status == 409:
+        return KubeConflict(status, reason, message)
+    return KubeApiError(status, reason, message)
+
+
+class ClientBackend:
+    """:class:`KubeBackend` over the official client's ``CoreV1Api``.
+
+    ``in_cluster``: the pod's service account and namespace; otherwise the
+    kubeconfig (``KUBECONFIG`` or ``~/.kube/config``) and its context's namespace.
+    """
+
+    def __init__(
+        self,
+        in_cluster: bool = False,
+        *,
+        config_file: str | None = None,
+        request_timeout: tuple[float, float] = DEFAULT_REQUEST_TIMEOUT,
+    ) -> None:
+        from kubernetes import client
+        from kubernetes import config as kube_config
+
+        config: Any = kube_config
+
+        configuration = client.Configuration()
+        try:
+            if in_cluster:
+                config.load_incluster_config(client_configuration=configuration)
+                self.default_namespace = _in_cluster_namespace()
+            else:
+                path = config_file or os.environ.get("KUBECONFIG") or None
+                config.load_kube_config(config_file=path, client_configuration=configuration)
+                _, active = config.list_kube_config_contexts(path)
+                context = (active or {}).get("context") or {}
+                self.default_namespace = context.get("namespace") or "default"
+        except config.ConfigException as exc:
+            where = "in-cluster service account" if in_cluster else "kubeconfig"
+            raise KubernetesConfigError(f"cannot load the {where}: {exc}") from None
+        # Our own retries (tenacity, in the manager) replace urllib3's: a timed-out
+        # GET retried three times by urllib3 would hold a pass for a minute.
+        configuration.retries = False
+        self._api = client.CoreV1Api(client.ApiClient(configuration))
+        self._timeout = request_timeout
+        self._api_exception: type[Exception] = client.ApiException
+
+    def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        import urllib3
+
+        try:
+            return fn(*args, _request_timeout=self._timeout, **kwargs)
+        except self._api_exception as exc:
+            status = getattr(exc, "status", None) or None
+            reason = str(getattr(exc, "reason", "") or "")
+            raise classify(status, reason, _status_message(getattr(exc, "body", None))) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise KubeTransientError(None, type(exc).__name__, str(exc)) from None
+        except OSError as exc:
+            raise KubeTransientError(None, type(exc).__name__, str(exc)) from None
+
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> None:
+        response = self._call(
+            self._api.create_namespaced_pod, namespace, dict(body), _preload_content=False
+        )
+        response.release_conn()
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Pod]:
+        response = self._call(
+            self._api.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+            _preload_content=False,
+        )
+        # Raw JSON: deserializing into client models costs ~1 ms per pod.
+        items: list[Pod] = json.loads(response.data).get("items") or []
+        return items
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            response = self._call(
+                self._api.delete_namespaced_pod, name, namespace, _preload_content=False
+            )
+            response.release_conn()
+        except KubeNotFound:
+            pass
+
+    def read_pod_log(self, namespace: str, name: str, tail_lines: int, limit_bytes: int) -> str:
+        response = self._call(
+            self._api.read_namespaced_pod_log,
+            name,
+            namespace,
+            tail_lines=tail_lines,
+            limit_bytes=limit_bytes,
+            _preload_content=False,
+        )
+        data: bytes = response.data
+        return data.decode("utf-8", errors="replace")
+
+
+def _status_message(body: Any) -> str:
+    """The ``message`` of a Kubernetes Status body, else the body itself (shortened)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not body:
+        return ""
+    try:
+        parsed = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body)[:500]
+    if isinstance(parsed, dict) and parsed.get("message"):
+        return str(parsed["message"])
+    return str(body)[:500]
+
+
+def _in_cluster_namespace() -> str:
+    try:
+        return Path(IN_CLUSTER_NAMESPACE_FILE).read_text().strip() or "default"
+    except OSError:
+        return "default"
+
+
+class InMemoryBackend:
+    """Pods in a dict, for tests of the manager's decisions.
+
+    ``fail_next`` queues errors: each call of a verb (create, list, delete, log)
+    first pops the next error queued for it and raises it. ``logs`` maps a pod
+    name to its output. Pods get ``creationTimestamp`` from ``clock``.
+    """
+
+    def __init__(
+        self,
+        default_namespace: str = "default",
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.default_namespace = default_namespace
+        self.pods: dict[tuple[str, str], Pod] = {}
+        self.logs: dict[str, str] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        """(verb, namespace, name or selector), in order."""
+        self.fail_next: dict[str, list[KubeApiError]] = {}
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock()
+
+    def _maybe_fail(self, verb: str) -> None:
+        queue = self.fail_next.get(verb)
+        if queue:
+            raise queue.pop(0)
+
+    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> None:
+        with self._lock:
+            name = body["metadata"]["name"]
+            self.calls.append(("create", namespace, name))
+            self._maybe_fail("create")
+            if (namespace, name) in self.pods:
+                raise KubeConflict(409, "AlreadyExists", f'pods "{name}" already exists')
+            pod: Pod = copy.deepcopy(dict(body))
+            pod["metadata"]["namespace"] = namespace
+            pod["metadata"]["creationTimestamp"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            pod["status"] = {"phase": "Pending"}
+            self.pods[(namespace, name)] = pod
+
+    def list_pods(self, namespace: str, label_selector: str) -> list[Pod]:
+        with self._lock:
+            self.calls.append(("list", namespace, label_selector))
+            self._maybe_fail("list")
+            wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
+            return [
+                copy.deepcopy(pod)
+                for (ns, _), pod in self.pods.items()
+                if ns == namespace
+                and all(
+                    fnmatch.fnmatchcase(str((pod["metadata"].get("labels") or {}).get(k)), v)
+                    for k, v in wanted.items()
+                )
+            ]
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self.calls.append(("delete", namespace, name))
+            self._maybe_fail("delete")
+            self.pods.pop((namespace, name), None)
+
+    def read_pod_log(self, namespace: str, name: str, tail_lines: int, limit_bytes: int) -> str:
+        with self._lock:
+            self.calls.append(("log", namespace, name))
+            self._maybe_fail("log")
+            if (namespace, name) not in self.pods:
+                raise KubeNotFound(404, "NotFound", f'pods "{name}" not found')
+            lines = self.logs.get(name, "").splitlines(keepends=True)
+            return "".join(lines[-tail_lines:])[-limit_bytes:]
+
+    # -- helpers for tests: what a kubelet would do --
+
+    def set_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        with self._lock:
+            self.pods[(namespace, name)]["status"] = copy.deepcopy(dict(status))
+
+    def set_created(self, namespace: str, name: str, when: datetime) -> None:
+        with self._lock:
+            meta = self.pods[(namespace, name)]["metadata"]
+            meta["creationTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,489 @@
+"""Task pods: the ``kube_*`` options, pod names and labels, the pod manifest, and
+what a pod's status means for its task run.
+
+Pure logic: no Kubernetes client, no I/O. Manifests and pods are plain dicts in
+the API's JSON shape (camelCase), as sent and as listed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from workflows_tick.dags import Dag, Task
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "workflows-tick"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+DAG_LABEL = "workflows-tick/dag"
+TASK_LABEL = "workflows-tick/task"
+TASK_RUN_LABEL = "workflows-tick/task-run"
+ATTEMPT_LABEL = "workflows-tick/attempt"
+DAG_ANNOTATION = "workflows-tick/dag-name"
+TASK_ANNOTATION = "workflows-tick/task-name"
+CONTAINER_NAME = "task"
+
+DEFAULT_NAMESPACE = "default"
+DEFAULT_PENDING_TIMEOUT = 300.0
+"""Seconds a pod may stay stuck (image pull, config error, unschedulable) before its attempt fails."""
+
+MAX_NAME = 63
+HASH_LENGTH = 6
+
+STUCK_WAITING_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "InvalidImageName",
+    }
+)
+UNSCHEDULABLE = "Unschedulable"
+IMAGE_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+TOLERATION_KEYS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_QUANTITY = re.compile(
+    r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+)
+
+
+# -- options -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodOptions:
+    """The ``kube_*`` options of one task, from its merged ``worker_config``."""
+
+    image: str
+    namespace: str | None = None
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    requests: Mapping[str, str] = field(default_factory=dict)
+    limits: Mapping[str, str] = field(default_factory=dict)
+    service_account_name: str | None = None
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    image_pull_policy: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    pending_timeout: float = DEFAULT_PENDING_TIMEOUT
+
+
+def _is_str_map(value: Any) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _check_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return False
+    return len(name) <= MAX_NAME and bool(_LABEL_NAME.match(name))
+
+
+def _quantity(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        value = str(value)
+    if isinstance(value, str) and _QUANTITY.match(value):
+        return value
+    return None
+
+
+def _env_value(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _check_option(key: str, value: Any) -> str | None:
+    """Why ``value`` is wrong for ``key``, or None."""
+    if key == "kube_in_cluster":
+        return None if isinstance(value, bool) else "must be true or false"
+    if key == "kube_namespace":
+        if isinstance(value, str) and len(value) <= MAX_NAME and _DNS_LABEL.match(value):
+            return None
+        return "must be a namespace name (lowercase letters, digits and '-', at most 63)"
+    if key == "kube_image":
+        return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+    if key == "kube_command":
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            return None
+        return "must be a non-empty list of strings"
+    if key == "kube_env":
+        if not isinstance(value, Mapping):
+            return "must be a mapping of variable names to strings"
+        for name, item in value.items():
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                return f"{name!r} is not a valid environment variable name"
+            if _env_value(item) is None:
+                return f"the value of {name} must be a string or a number"
+        return None
+    if key in (
+        "kube_requests_cpu",
+        "kube_requests_memory",
+        "kube_limits_cpu",
+        "kube_limits_memory",
+    ):
+        ok = _quantity(value) is not None
+        return None if ok else "must be a Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
+    if key == "kube_service_account_name":
+        if isinstance(value, str) and len(value) <= 253 and _DNS_SUBDOMAIN.match(value):
+            return None
+        return "must be a service account name"
+    if key in ("kube_node_selector", "kube_labels", "kube_annotations"):
+        if not _is_str_map(value):
+            return "must be a mapping of strings to strings"
+        for name, item in value.items():
+            if not _check_label_key(name):
+                return f"{name!r} is not a valid key"
+            if key != "kube_annotations" and (len(item) > MAX_NAME or not _LABEL_VALUE.match(item)):
+                return f"the value {item!r} of {name} is not a valid label value"
+        return None
+    if key == "kube_tolerations":
+        if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
+            return "must be a list of tolerations (mappings with key, operator, value, effect)"
+        for toleration in value:
+            unknown = sorted(set(toleration) - TOLERATION_KEYS)
+            if unknown:
+                return f"a toleration has unknown field(s) {', '.join(unknown)}"
+        return None
+    if key == "kube_image_pull_policy":
+        return (
+            None
+            if value in IMAGE_PULL_POLICIES
+            else f"must be one of {', '.join(IMAGE_PULL_POLICIES)}"
+        )
+    if key == "kube_image_pull_secrets":
+        if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+            return None
+        return "must be a list of secret names"
+    if key == "kube_pending_timeout":
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            return None
+        return "must be a positive number of seconds"
+    return "is not a known option"
+
+
+KNOWN_OPTIONS = (
+    "kube_in_cluster",
+    "kube_namespace",
+    "kube_image",
+    "kube_command",
+    "kube_env",
+    "kube_requests_cpu",
+    "kube_requests_memory",
+    "kube_limits_cpu",
+    "kube_limits_memory",
+    "kube_service_account_name",
+    "kube_node_selector",
+    "kube_tolerations",
+    "kube_labels",
+    "kube_annotations",
+    "kube_image_pull_policy",
+    "kube_image_pull_secrets",
+    "kube_pending_timeout",
+)
+
+
+def option_problems(worker_config: Mapping[str, Any]) -> list[str]:
+    """One line per bad ``kube_*`` option (unknown key, wrong type); other keys are ignored."""
+    problems = []
+    for key, value in worker_config.items():
+        if not key.startswith("kube_"):
+            continue
+        if key not in KNOWN_OPTIONS:
+            problems.append(f"unknown option {key} (known: {', '.join(KNOWN_OPTIONS)})")
+            continue
+        why = _check_option(key, value)
+        if why:
+            problems.append(f"{key} {why}")
+    return problems
+
+
+def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
+    """The options of a task; raises ValueError with every problem when they are invalid."""
+    problems = option_problems(worker_config)
+    if "kube_image" not in worker_config:
+        problems.append("kube_image is not set (set it in the registry, DAG or task worker_config)")
+    if problems:
+        raise ValueError("; ".join(problems))
+    c = worker_config
+    requests = {
+        name: str(c[f"kube_requests_{name}"])
+        for name in ("cpu", "memory")
+        if f"kube_requests_{name}" in c
+    }
+    limits = {
+        name: str(c[f"kube_limits_{name}"])
+        for name in ("cpu", "memory")
+        if f"kube_limits_{name}" in c
+    }
+    env = {name: _env_value(value) or "" for name, value in dict(c.get("kube_env") or {}).items()}
+    return PodOptions(
+        image=c["kube_image"],
+        namespace=c.get("kube_namespace"),
+        command=tuple(c.get("kube_command") or ()),
+        env=env,
+        requests=requests,
+        limits=limits,
+        service_account_name=c.get("kube_service_account_name"),
+        node_selector=dict(c.get("kube_node_selector") or {}),
+        tolerations=tuple(dict(t) for t in c.get("kube_tolerations") or ()),
+        labels=dict(c.get("kube_labels") or {}),
+        annotations=dict(c.get("kube_annotations") or {}),
+        image_pull_policy=c.get("kube_image_pull_policy"),
+        image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
+        pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
+    )
+
+
+def merge_task_config(worker_config: Mapping[str, Any], task: Task) -> dict[str, Any]:
+    """``worker_config`` with the task's own layer on top (mapping values key by key)."""
+    merged = dict(worker_config)
+    for key, value in task.worker_config.items():
+        current = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(current, Mapping):
+            merged[key] = {**current, **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+# -- names and labels ----------------------------------------------------------------
+
+
+def slug(text: str, limit: int = MAX_NAME) -> str:
+    """Lowercase letters, digits and single '-', no '-' at either end, at most ``limit``."""
+    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return cleaned[:limit].rstrip("-")
+
+
+def dag_task_hash(dag: str, task: str) -> str:
+    """A short hash of the exact names, so ``my_dag`` and ``mydag`` never share a pod name."""
+    digest = hashlib.sha256(f"{dag}\0{task}".encode()).hexdigest()
+    return digest[:HASH_LENGTH]
+
+
+def pod_name(dag: str, task: str, task_run_id: int, attempt: int) -> str:
+    """``<dag>-<task>-<hash>-<task run id>-<attempt>``, a DNS-1123 label of at most 63 characters.
+
+    The slugs are shortened to fit; the hash, id and attempt are always whole.
+    """
+    tail = f"{dag_task_hash(dag, task)}-{task_run_id}-{attempt}"
+    room = MAX_NAME - len(tail) - 2  # the '-' after each slug
+    dag_slug, task_slug = slug(dag), slug(task)
+    if len(dag_slug) + len(task_slug) > room:
+        task_len = min(len(task_slug), max(room // 2, room - len(dag_slug)))
+        dag_slug = dag_slug[: max(room - task_len, 0)].rstrip("-")
+        task_slug = task_slug[: max(task_len, 0)].rstrip("-")
+    return "-".join(p for p in (dag_slug, task_slug, tail) if p)[:MAX_NAME]
+
+
+def label_value(text: str) -> str:
+    return slug(text, MAX_NAME)
+
+
+def pod_labels(dag: str, task: str, task_run_id: int, attempt: int) -> dict[str, str]:
+    return {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        DAG_LABEL: label_value(dag),
+        TASK_LABEL: label_value(task),
+        TASK_RUN_LABEL: str(task_run_id),
+        ATTEMPT_LABEL: str(attempt),
+    }
+
+
+# -- the manifest --------------------------------------------------------------------
+
+
+def task_args(config: str, dag: str, task: str) -> list[str]:
+    return ["workflows", config, "run", dag, "-o", task]
+
+
+def pod_manifest(
+    *,
+    name: str,
+    namespace: str,
+    dag: Dag,
+    task: Task,
+    task_run_id: int,
+    attempt: int,
+    config: str,
+    options: PodOptions,
+    parameters: Mapping[str, str],
+) -> dict[str, Any]:
+    """The pod of one attempt: one container running ``workflows <config> run <dag> -o <task>``.
+
+    Trigger parameters and ``kube_env`` become environment variables (``kube_env``
+    wins a clash, so a trigger cannot replace a configured variable).
+    """
+    labels = {**options.labels, **pod_labels(dag.name, task.name, task_run_id, attempt)}
+    annotations = {**options.annotations, DAG_ANNOTATION: dag.name, TASK_ANNOTATION: task.name}
+    env = {**parameters, **options.env}
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": options.image,
+        "args": task_args(config, dag.name, task.name),
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if options.command:
+        container["command"] = list(options.command)
+    if options.image_pull_policy:
+        container["imagePullPolicy"] = options.image_pull_policy
+    resources: dict[str, Any] = {}
+    if options.requests:
+        resources["requests"] = dict(options.requests)
+    if options.limits:
+        resources["limits"] = dict(options.limits)
+    if resources:
+        container["resources"] = resources
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": bool(options.service_account_name),
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if task.timeout is not None:
+        spec["activeDeadlineSeconds"] = max(1, math.ceil(task.timeout))
+    if options.service_account_name:
+        spec["serviceAccountName"] = options.service_account_name
+    if options.node_selector:
+        spec["nodeSelector"] = dict(options.node_selector)
+    if options.tolerations:
+        spec["tolerations"] = [dict(t) for t in options.tolerations]
+    if options.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in options.image_pull_secrets]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }
+
+
+# -- reading a listed pod ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What a listed pod says about its attempt."""
+
+    name: str
+    namespace: str
+    task_run_id: int | None
+    attempt: int | None
+    phase: str
+    created_at: datetime | None
+    exit_code: int | None = None
+    reason: str | None = None
+    """Why it failed or is stuck: OOMKilled, DeadlineExceeded, ImagePullBackOff, Unschedulable..."""
+    message: str | None = None
+    stuck: bool = False
+    """Pending for a reason that will not fix itself soon (image pull, config, scheduling)."""
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_pod(pod: Mapping[str, Any]) -> PodState:
+    """Interpret a pod as listed by the API (JSON dict)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    labels = meta.get("labels") or {}
+    phase = status.get("phase") or "Pending"
+    created = parse_time(meta.get("creationTimestamp")) or parse_time(status.get("startTime"))
+    exit_code: int | None = None
+    reason: str | None = status.get("reason")
+    message: str | None = status.get("message")
+    stuck = False
+    for cs in status.get("containerStatuses") or ():
+        state = cs.get("state") or {}
+        terminated = state.get("terminated")
+        waiting = state.get("waiting")
+        if terminated:
+            exit_code = _int(terminated.get("exitCode"))
+            reason = reason or terminated.get("reason")
+            message = message or terminated.get("message")
+        elif waiting and waiting.get("reason") in STUCK_WAITING_REASONS:
+            stuck = True
+            reason = waiting.get("reason")
+            message = waiting.get("message")
+    if phase == "Pending" and not stuck:
+        for condition in status.get("conditions") or ():
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == UNSCHEDULABLE
+            ):
+                stuck = True
+                reason = UNSCHEDULABLE
+                message = condition.get("message")
+    return PodState(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        task_run_id=_int(labels.get(TASK_RUN_LABEL)),
+        attempt=_int(labels.get(ATTEMPT_LABEL)),
+        phase=phase,
+        created_at=created,
+        exit_code=exit_code,
+        reason=reason,
+        message=message,
+        stuck=stuck,
+    )
+
+
+def failure_text(state: PodState) -> str:
+    """One line: why the pod failed."""
+    parts = [f"pod {state.name} failed"]
+    if state.reason:
+        parts.append(f": {state.reason}")
+    if state.exit_code is not None:
+        parts.append(f" (exit code {state.exit_code})")
+    if state.message:
+        parts.append(f": {state.message.strip().splitlines()[0] if state.message.strip() else ''}")
+    return "".join(parts)

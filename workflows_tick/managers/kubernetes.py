@@ -1,0 +1,354 @@
+"""The kubernetes task manager: one pod per attempt, reconciled by label each pass.
+
+``start`` creates the pod of an attempt (a pod that already exists is adopted:
+the tick commits the row before creating the pod, so a crash in between leaves a
+row whose pod may or may not exist). ``poll`` lists the managed pods once per
+namespace and reconciles both ways: a running row whose pod finished, failed,
+stayed stuck or vanished is reported; a pod whose row is no longer running is
+deleted. A finished pod is only deleted once the database no longer records its
+attempt as running (on a later pass): another scheduler replica, holding an
+older snapshot of the running rows, never sees the pod gone while its row is
+still running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import tenacity
+
+from workflows_tick.errors import KubernetesPermissionError, LaunchError, WorkflowsError
+from workflows_tick.kube_backend import (
+    KubeApiError,
+    KubeBackend,
+    KubeConflict,
+    KubeForbidden,
+    KubeTransientError,
+)
+from workflows_tick.kube_pods import (
+    DEFAULT_PENDING_TIMEOUT,
+    MANAGED_SELECTOR,
+    PodState,
+    failure_text,
+    merge_task_config,
+    option_problems,
+    pod_manifest,
+    pod_name,
+    pod_options,
+    read_pod,
+)
+from workflows_tick.logs import redact, register_secret
+from workflows_tick.managers.base import (
+    Launch,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import Dag, DagRegistry
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_GRACE = 30.0
+"""Seconds during which a missing pod or an unknown pod is left alone.
+
+The tick commits a row as running before it creates the pod, and another
+replica may list pods between the two; a pod may also be created after another
+replica read its running rows."""
+DEFAULT_CAPACITY = 1_000_000
+"""Per-process capacity: unbounded; ``--max-running`` (``global_limit``) is the cap."""
+LOG_TAIL_LINES = 200
+LOG_TAIL_BYTES = 64 * 1024
+RETRY_ATTEMPTS = 4
+RETRY_WAIT = 0.2
+"""First back-off in seconds (doubling, at most 1 s): a pass stays within seconds."""
+
+
+class KubernetesTaskManager(TaskManager):
+    """Runs each attempt as a pod; see ``docs/kubernetes.md``."""
+
+    name: ClassVar[str] = "kubernetes"
+
+    def __init__(
+        self,
+        registry: DagRegistry,
+        max_running: int = 20,
+        *,
+        backend: KubeBackend | None = None,
+        clock: Callable[[], datetime] | None = None,
+        grace: float = DEFAULT_GRACE,
+        retry_attempts: int = RETRY_ATTEMPTS,
+        retry_wait: float = RETRY_WAIT,
+    ) -> None:
+        self.registry = registry
+        self.global_limit = max_running
+        self._backend = backend
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._grace = grace
+        self._retry_attempts = retry_attempts
+        self._retry_wait = retry_wait
+        for value in dict(registry.worker_config.get("kube_env") or {}).values():
+            register_secret(str(value))
+
+    @property
+    def backend(self) -> KubeBackend:
+        """The API, connected on first use (the client is imported only then)."""
+        if self._backend is None:
+            from workflows_tick.kube_backend import ClientBackend
+
+            in_cluster = self.registry.worker_config.get("kube_in_cluster") is True
+            self._backend = ClientBackend(in_cluster)
+        return self._backend
+
+    # -- the TaskManager contract ----------------------------------------------------
+
+    def capacity(self) -> int:
+        return DEFAULT_CAPACITY
+
+    def host_for(self, task_run_id: int, attempt: int) -> str:
+        raise NotImplementedError(
+            "kubernetes pod names show the DAG and task: "
+            "call host_for_task(task_run_id, attempt, dag_name, task_name)"
+        )
+
+    def host_for_task(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
+        return pod_name(dag_name, task_name, task_run_id, attempt)
+
+    def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:
+        problems = option_problems(worker_config)
+        env = worker_config.get("kube_env")
+        if isinstance(env, Mapping):
+            for value in env.values():
+                register_secret(str(value))
+        if "kube_image" not in worker_config:
+            lacking = [
+                t.name
+                for t in dag.tasks.values()
+                if "kube_image" not in merge_task_config(worker_config, t)
+            ]
+            if lacking:
+                names = ", ".join(repr(n) for n in lacking)
+                problems.append(
+                    f"kube_image is not set for task{'s' if len(lacking) > 1 else ''} {names} "
+                    "(set it in the registry, DAG or task worker_config)"
+                )
+        return problems
+
+    def start(self, launch: Launch) -> None:
+        dag, task = launch.dag, launch.task
+        try:
+            options = pod_options(launch.worker_config)
+        except ValueError as exc:
+            raise LaunchError(redact(f"task {dag.name}/{task.name}: {exc}")) from None
+        for value in options.env.values():
+            register_secret(value)
+        backend = self.backend
+        namespace = options.namespace or backend.default_namespace
+        name = pod_name(dag.name, task.name, launch.task_run_id, launch.attempt)
+        body = pod_manifest(
+            name=name,
+            namespace=namespace,
+            dag=dag,
+            task=task,
+            task_run_id=launch.task_run_id,
+            attempt=launch.attempt,
+            config=launch.config,
+            options=options,
+            parameters=launch.parameters,
+        )
+        try:
+            self._retry(backend.create_pod, namespace, body)
+        except KubeConflict:
+            # Created before a crash (or by a retried request): it is this attempt's pod.
+            log.info("pod %s/%s already exists: adopted", namespace, name)
+            return
+        except KubeForbidden as exc:
+            raise _permission_error("create", "pods", namespace, exc) from None
+        except KubeTransientError as exc:
+            raise LaunchError(
+                redact(f"cannot create pod {name} in namespace {namespace!r}: {exc}")
+            ) from None
+        except KubeApiError as exc:
+            raise LaunchError(
+                redact(f"the API refused pod {name} in namespace {namespace!r}: {exc.api_message}")
+            ) from None
+        log.info("created pod %s/%s", namespace, name)
+
+    def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
+        now = self._clock()
+        backend = self.backend
+        placement = {row.id: self._placement(row) for row in running}
+        namespaces = {ns for ns, _ in placement.values()} | {backend.default_namespace}
+
+        pods: dict[tuple[int | None, int | None], PodState] = {}
+        unlisted: set[str] = set()
+        for namespace in sorted(namespaces):
+            try:
+                items = self._retry(backend.list_pods, namespace, MANAGED_SELECTOR)
+            except KubeForbidden as exc:
+                raise _permission_error("list", "pods", namespace, exc) from None
+            except KubeApiError as exc:
+                # Leave this namespace's rows to their lease: neither finished nor alive.
+                log.warning("cannot list pods in namespace %r: %s", namespace, redact(str(exc)))
+                unlisted.add(namespace)
+                continue
+            for item in items:
+                state = read_pod(item)
+                pods[(state.task_run_id, state.attempt)] = state
+
+        finished: list[Outcome] = []
+        alive: list[int] = []
+        expected: set[tuple[int | None, int | None]] = set()
+        for row in running:
+            namespace, pending_timeout = placement[row.id]
+            key = (row.id, row.attempt)
+            expected.add(key)
+            found = pods.get(key)
+            if found is None:
+                if namespace in unlisted:
+                    continue
+                started = _aware(row.started_at)
+                if started is None or (now - started).total_seconds() > self._grace:
+                    name = pod_name(row.dag_name, row.task_name, row.id, row.attempt)
+                    error = f"pod {name} vanished (deleted or evicted)"
+                    finished.append(Outcome(row.id, succeeded=False, error=error))
+                continue
+            outcome = self._judge(row, found, now, pending_timeout)
+            if outcome is None:
+                alive.append(row.id)
+            else:
+                finished.append(outcome)
+
+        for pod_key, state in pods.items():
+            if pod_key in expected:
+                continue
+            created = state.created_at
+            if created is not None and (now - created).total_seconds() <= self._grace:
+                continue  # maybe just created by a replica whose row we have not seen
+            self._delete(state)
+        return PollResult(finished=finished, alive=alive)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _judge(
+        self, row: RunningTaskRun, state: PodState, now: datetime, pending_timeout: float
+    ) -> Outcome | None:
+        """The outcome the pod shows for its row, or None while it is alive."""
+        if state.phase == "Succeeded":
+            return Outcome(
+                row.id,
+                succeeded=True,
+                exit_code=state.exit_code or 0,
+                output_tail=self._tail(state),
+            )
+        if state.phase == "Failed":
+            return Outcome(
+                row.id,
+                succeeded=False,
+                exit_code=state.exit_code,
+                error=redact(failure_text(state)),
+                output_tail=self._tail(state),
+            )
+        if state.phase == "Pending" and state.stuck:
+            since = state.created_at or _aware(row.started_at)
+            waited = (now - since).total_seconds() if since else 0.0
+            if waited > pending_timeout:
+                detail = f": {state.message.strip()}" if state.message else ""
+                return Outcome(
+                    row.id,
+                    succeeded=False,
+                    error=redact(
+                        f"pod {state.name} stuck pending for {waited:.0f}s "
+                        f"(limit {pending_timeout:g}s): {state.reason}{detail}"
+                    ),
+                )
+        return None
+
+    def _tail(self, state: PodState) -> str | None:
+        try:
+            text = self._retry(
+                self.backend.read_pod_log,
+                state.namespace,
+                state.name,
+                LOG_TAIL_LINES,
+                LOG_TAIL_BYTES,
+            )
+        except KubeForbidden as exc:
+            raise _permission_error("get", "pods/log", state.namespace, exc) from None
+        except KubeApiError as exc:
+            log.info("no log for pod %s/%s: %s", state.namespace, state.name, redact(str(exc)))
+            return None
+        return redact(text)
+
+    def _delete(self, state: PodState) -> None:
+        try:
+            self._retry(self.backend.delete_pod, state.namespace, state.name)
+        except KubeForbidden as exc:
+            raise _permission_error("delete", "pods", state.namespace, exc) from None
+        except KubeApiError as exc:
+            log.warning(
+                "cannot delete pod %s/%s: %s", state.namespace, state.name, redact(str(exc))
+            )
+            return
+        log.info("deleted pod %s/%s (%s)", state.namespace, state.name, state.phase)
+
+    def _placement(self, row: RunningTaskRun) -> tuple[str, float]:
+        """The namespace and pending timeout of a row's task, from the merged config."""
+        default = self.backend.default_namespace
+        try:
+            dag = self.registry.get(row.dag_name)
+        except WorkflowsError:
+            return default, DEFAULT_PENDING_TIMEOUT
+        config = self.registry.worker_config_for(dag, dag.tasks.get(row.task_name))
+        namespace = config.get("kube_namespace")
+        timeout = config.get("kube_pending_timeout")
+        return (
+            namespace if isinstance(namespace, str) and namespace else default,
+            float(timeout)
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0
+            else DEFAULT_PENDING_TIMEOUT,
+        )
+
+    def _retry(self, fn: Callable[..., T], *args: Any) -> T:
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(KubeTransientError),
+            stop=tenacity.stop_after_attempt(self._retry_attempts),
+            wait=tenacity.wait_exponential(multiplier=self._retry_wait, max=1.0),
+            sleep=time.sleep,
+            reraise=True,
+            before_sleep=_log_retry,
+        )
+        return retrying(fn, *args)
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.info("Kubernetes API call failed (%s), retrying", redact(str(exc)))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _permission_error(
+    verb: str, resource: str, namespace: str, exc: KubeApiError
+) -> KubernetesPermissionError:
+    if exc.status == 401:
+        return KubernetesPermissionError(
+            f'cannot {verb} {resource} in namespace "{namespace}": the API server rejected '
+            "the credentials (401 Unauthorized)"
+        )
+    return KubernetesPermissionError(
+        f'cannot {verb} {resource} in namespace "{namespace}": '
+        f"grant the role verbs [{verb}] on {resource}"
+    )
