@@ -417,6 +417,20 @@ def test_shutdown_with_kill_stops_children_and_reports_them_failed(
     assert manager.in_flight() == 0
 
 
+def test_shutdown_with_kill_waits_its_own_grace_before_sigkill(log_dir: Path) -> None:
+    manager = WorkerTaskManager(
+        log_dir=log_dir, command=body_command, kill_grace=0.1, shutdown_grace=1.0
+    )
+    manager.start(make_launch("trap '' TERM; sleep 60", shell=True))
+    time.sleep(0.2)  # let the shell install its trap
+
+    began = time.monotonic()
+    (outcome,) = manager.shutdown(kill=True)
+
+    assert 0.9 < time.monotonic() - began < 5
+    assert (outcome.error, outcome.exit_code) == (SHUTDOWN_ERROR, -signal.SIGKILL)
+
+
 def test_shutdown_without_kill_lets_children_finish(manager: WorkerTaskManager) -> None:
     manager.start(make_launch("import time; time.sleep(0.5); print('finished')"))
     outcomes = manager.shutdown(kill=False)

@@ -56,7 +56,8 @@ class _Child:
     waiter: threading.Thread | None = None
     exited: bool = False
     """Set by the waiting thread; the child is a zombie until the loop thread reaps it."""
-    term_sent_at: float | None = None
+    kill_at: float | None = None
+    """Set when SIGTERM is sent: when SIGKILL follows if the child is still alive."""
     kill_sent: bool = False
     stop_reason: str | None = None
     """Why this manager signalled the child ("timed out after 5s", shutdown), if it did."""
@@ -193,8 +194,14 @@ class WorkerTaskManager(TaskManager):
             name=f"workflows-worker-{launch.task_run_id}",
             daemon=True,
         )
+        try:
+            child.waiter.start()
+        except RuntimeError as exc:  # no thread to watch it: do not leave it running
+            self._signal(child, signal.SIGKILL)
+            process.wait()
+            log_path.unlink(missing_ok=True)
+            raise LaunchError(f"cannot start {what}: cannot watch its process: {exc}") from None
         self._children[launch.task_run_id] = child
-        child.waiter.start()
         log.info("started %s as pid %d", what, process.pid)
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
@@ -259,17 +266,12 @@ class WorkerTaskManager(TaskManager):
         if kill:
             now = time.monotonic()
             for child in self._children.values():
-                if not child.exited:
+                if not child.exited and child.kill_at is None:
                     child.stop_reason = SHUTDOWN_ERROR
-                    if child.term_sent_at is None:
-                        self._signal(child, signal.SIGTERM)
-                        child.term_sent_at = now
-            if not self.wait_all(self.shutdown_grace):
-                for child in self._children.values():
-                    if not child.exited and not child.kill_sent:
-                        self._signal(child, signal.SIGKILL)
-                        child.kill_sent = True
-        self.wait_all()
+                    self._signal(child, signal.SIGTERM)
+                    child.kill_at = now + self.shutdown_grace
+                # One already stopping for its timeout keeps that reason and its SIGKILL time.
+        self.wait_all()  # sends the SIGKILLs as they fall due
         return self._collect()
 
     # -- internals ------------------------------------------------------------
@@ -306,7 +308,7 @@ class WorkerTaskManager(TaskManager):
             if child.exited:
                 continue
             deadline = child.deadline
-            if child.term_sent_at is None:
+            if child.kill_at is None:
                 if deadline is not None and now >= deadline:
                     child.stop_reason = f"timed out after {child.launch.timeout:g}s"
                     log.warning(
@@ -317,8 +319,8 @@ class WorkerTaskManager(TaskManager):
                         child.stop_reason,
                     )
                     self._signal(child, signal.SIGTERM)
-                    child.term_sent_at = now
-            elif not child.kill_sent and now >= child.term_sent_at + self.kill_grace:
+                    child.kill_at = now + self.kill_grace
+            elif not child.kill_sent and now >= child.kill_at:
                 self._signal(child, signal.SIGKILL)
                 child.kill_sent = True
 
@@ -334,11 +336,11 @@ class WorkerTaskManager(TaskManager):
         for child in self._children.values():
             if child.exited:
                 continue
-            if child.term_sent_at is None:
+            if child.kill_at is None:
                 if child.deadline is not None:
                     moments.append(child.deadline)
             elif not child.kill_sent:
-                moments.append(child.term_sent_at + self.kill_grace)
+                moments.append(child.kill_at)
         return min(moments, default=None)
 
     def _collect(self) -> list[Outcome]:
