@@ -1,0 +1,334 @@
+"""The real ``workflows`` command in subprocesses against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from tests.support import write_project
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config.py"
+
+LEDGER_TASK = '''"""
+parameters: [DATABASE_URL, WORKFLOWS_TASK_RUN_ID, WORKFLOWS_ATTEMPT]
+{extra}
+"""
+import os
+import time
+
+
+def run(context):
+    {body}
+    with context["conn"].cursor() as cur:
+        cur.execute(
+            "INSERT INTO ledger (task_run_id, attempt, pid) VALUES (%s, %s, %s)",
+            (context["WORKFLOWS_TASK_RUN_ID"], context["WORKFLOWS_ATTEMPT"], os.getpid()),
+        )
+'''
+
+
+def workflows(
+    *args: str, env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workflows_tick", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        rows = cur.fetchall() if cur.description else []
+    conn.close()
+    return rows
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_trigger_then_schedule_worker_runs_the_example(
+    subprocess_env: dict[str, str], database_url: str
+) -> None:
+    trig = workflows(str(EXAMPLES), "trigger", "hello", "-p", "GREETING=a=b", env=subprocess_env)
+    assert trig.returncode == 0, trig.stderr
+    run_id = int(trig.stdout.strip())
+    sched = workflows(
+        str(EXAMPLES), "schedule", "worker", "--until-idle", "--interval", "0.5", env=subprocess_env
+    )
+    assert sched.returncode == 0, sched.stderr
+    assert query(database_url, f"SELECT status FROM dag_run WHERE id = {run_id}") == [
+        ("succeeded",)
+    ]
+    assert query(database_url, "SELECT parameters FROM dag_run") == [({"GREETING": "a=b"},)]
+    runs = workflows(str(EXAMPLES), "runs", "hello", env=subprocess_env)
+    assert runs.returncode == 0, runs.stderr
+    assert f"run {run_id}  hello  succeeded" in runs.stdout
+    assert "a=b" not in runs.stdout  # parameter values are never printed
+
+
+def test_a_failing_task_is_attempted_exactly_three_times(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(
+        tmp_path,
+        {
+            "flaky": {
+                "workflow.yaml": "description: x\n",
+                "boom.sh": "# description: fails\necho boom >&2\nexit 7\n",
+            }
+        },
+    )
+    config = str(tmp_path / "config.py")
+    assert workflows(config, "trigger", "flaky", env=subprocess_env).returncode == 0
+    sched = workflows(
+        config, "schedule", "worker", "--until-idle", "--interval", "0.5", env=subprocess_env
+    )
+    assert sched.returncode == 0, sched.stderr
+    attempts = query(
+        database_url, "SELECT attempt, status, exit_code FROM task_run ORDER BY attempt"
+    )
+    assert attempts == [(1, "failed", 1), (2, "failed", 1), (3, "failed", 1)]
+    assert query(database_url, "SELECT status FROM dag_run") == [("failed",)]
+    task_run = query(database_url, "SELECT id FROM task_run WHERE attempt = 3")[0][0]
+    logs = workflows(config, "logs", str(task_run), env=subprocess_env)
+    assert logs.returncode == 0 and "boom" in logs.stdout
+
+
+def test_once_runs_one_pass_and_waits_for_the_task_it_started(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(
+        tmp_path,
+        {
+            "d": {
+                "workflow.yaml": "description: x\n",
+                "a.sh": "sleep 1\n",
+                "b.yaml": "type: no_op\ninputs: [a.sh]\n",
+            }
+        },
+    )
+    config = str(tmp_path / "config.py")
+    workflows(config, "trigger", "d", env=subprocess_env)
+    once = workflows(config, "schedule", "worker", "--once", env=subprocess_env)
+    assert once.returncode == 0, once.stderr
+    assert query(database_url, "SELECT task_name, status FROM task_run") == [("a.sh", "succeeded")]
+    workflows(config, "schedule", "worker", "--once", env=subprocess_env)
+    workflows(config, "schedule", "worker", "--once", env=subprocess_env)
+    assert query(database_url, "SELECT status FROM dag_run") == [("succeeded",)]
+
+
+def test_trigger_mistakes_are_one_line(subprocess_env: dict[str, str]) -> None:
+    bad = workflows(str(EXAMPLES), "trigger", "hello", "-p", "NOVALUE", env=subprocess_env)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "VAR=value" in bad.stderr
+    unknown = workflows(str(EXAMPLES), "trigger", "nope", env=subprocess_env)
+    assert unknown.returncode == 2 and "known DAGs: fan_out" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+def _ledger_project(
+    tmp_path: Path, dags: int, body: str = "pass", extra: str = "", schedule: bool = True
+) -> str:
+    project = {}
+    for i in range(dags):
+        project[f"dag{i}"] = {
+            "workflow.yaml": "description: x\n" + ("schedule: '* * * * *'\n" if schedule else ""),
+            "first.py": LEDGER_TASK.format(body=body, extra=extra),
+            "second.py": LEDGER_TASK.format(body=body, extra="inputs: [first.py]\n" + extra),
+        }
+    write_project(tmp_path, project)
+    return str(tmp_path / "config.py")
+
+
+def _start(config: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workflows_tick",
+            config,
+            "schedule",
+            "worker",
+            "--interval",
+            "0.2",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_many_schedulers_never_duplicate_runs_or_attempts(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    query(database_url, "CREATE TABLE ledger (task_run_id bigint, attempt int, pid int)")
+    config = _ledger_project(tmp_path, dags=6)
+    schedulers = [_start(config, subprocess_env, "--concurrency", "2") for _ in range(4)]
+    try:
+        for i in range(30):
+            workflows(config, "trigger", f"dag{i % 6}", env=subprocess_env)
+        wait_for(
+            lambda: (
+                query(
+                    database_url,
+                    "SELECT count(*) FROM dag_run WHERE trigger = 'manual' AND status <> 'running'",
+                )[0][0]
+                == 30
+            ),
+            timeout=90,
+            what="30 triggered runs to finish",
+        )
+    finally:
+        for proc in schedulers:
+            proc.send_signal(signal.SIGINT)
+        for proc in schedulers:
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, err
+    # Nothing ran twice: one ledger line per attempt, one attempt per task run.
+    assert (
+        query(database_url, "SELECT task_run_id FROM ledger GROUP BY 1 HAVING count(*) > 1") == []
+    )
+    assert (
+        query(database_url, "SELECT count(*) FROM ledger")[0][0]
+        == query(database_url, "SELECT count(*) FROM task_run WHERE status = 'succeeded'")[0][0]
+    )
+    assert query(
+        database_url, "SELECT status, count(*) FROM dag_run WHERE trigger = 'manual' GROUP BY 1"
+    ) == [("succeeded", 30)]
+    dup = "SELECT dag_name, scheduled_for FROM dag_run WHERE scheduled_for IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1"
+    assert query(database_url, dup) == []
+    assert query(
+        database_url,
+        "SELECT count(*) FROM task_run WHERE status IN ('waiting', 'running') AND dag_run_id IN (SELECT id FROM dag_run WHERE trigger = 'manual')",
+    ) == [(0,)]
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_task_is_recovered_by_another(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    query(database_url, "CREATE TABLE ledger (task_run_id bigint, attempt int, pid int)")
+    config = _ledger_project(
+        tmp_path,
+        dags=1,
+        body="time.sleep(30 if context['WORKFLOWS_ATTEMPT'] == '1' and __file__.endswith('first.py') else 0)",
+        schedule=False,
+    )
+    first = _start(config, subprocess_env, "--lease", "2")
+    run_id = int(workflows(config, "trigger", "dag0", env=subprocess_env).stdout)
+    wait_for(
+        lambda: (
+            query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
+        ),
+        what="the first attempt to start",
+    )
+    time.sleep(0.5)
+    first.kill()  # kill -9: no chance to clean up
+    first.communicate(timeout=10)
+    second = _start(config, subprocess_env, "--lease", "2")
+    try:
+        wait_for(
+            lambda: (
+                query(database_url, f"SELECT status FROM dag_run WHERE id = {run_id}")
+                == [("succeeded",)]
+            ),
+            timeout=60,
+            what="the run to succeed",
+        )
+    finally:
+        second.send_signal(signal.SIGINT)
+        second.communicate(timeout=30)
+    attempts = query(
+        database_url,
+        "SELECT task_name, attempt, status, error FROM task_run WHERE task_name = 'first.py' ORDER BY attempt",
+    )
+    assert [(a, s) for _, a, s, _ in attempts] == [(1, "failed"), (2, "succeeded")]
+    assert attempts[0][3].startswith("lease expired")
+    # The first attempt's process died with its scheduler: it never reached the ledger,
+    # and no process of it is left behind.
+    assert sorted(query(database_url, "SELECT attempt FROM ledger")) == [(1,), (2,)]
+    assert _processes_running(f"{config} run dag0 -o first.py") == []
+
+
+def _processes_running(command: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_sigterm_stops_the_running_task_and_records_it_failed(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(tmp_path, {"d": {"workflow.yaml": "description: x\n", "slow.sh": "sleep 60\n"}})
+    config = str(tmp_path / "config.py")
+    workflows(config, "trigger", "d", env=subprocess_env)
+    proc = _start(config, subprocess_env)
+    wait_for(
+        lambda: (
+            query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
+        ),
+        what="the task to start",
+    )
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert query(database_url, "SELECT status, error FROM task_run") == [
+        ("failed", "stopped by scheduler shutdown (SIGTERM)")
+    ]
+
+
+def test_sigint_lets_the_running_task_finish(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(
+        tmp_path,
+        {
+            "d": {
+                "workflow.yaml": "description: x\n",
+                "slow.sh": "sleep 1\n",
+                "next.yaml": "type: no_op\ninputs: [slow.sh]\n",
+            }
+        },
+    )
+    config = str(tmp_path / "config.py")
+    workflows(config, "trigger", "d", env=subprocess_env)
+    proc = _start(config, subprocess_env)
+    wait_for(
+        lambda: (
+            query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
+        ),
+        what="the task to start",
+    )
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    # The running task finished; nothing new was started.
+    assert query(database_url, "SELECT task_name, status FROM task_run ORDER BY id") == [
+        ("slow.sh", "succeeded")
+    ]
