@@ -72,6 +72,8 @@ class KubeBackend(Protocol):
 
     def read_pod_log(self, namespace: str, name: str, tail_lines: int, limit_bytes: int) -> str: ...
 
+    def close(self) -> None: ...
+
 
 def classify(status: int | None, reason: str, message: str) -> KubeApiError:
     """The error class for an HTTP status (None: no answer at all)."""
@@ -125,6 +127,10 @@ class ClientBackend:
         self._api = client.CoreV1Api(client.ApiClient(configuration))
         self._timeout = request_timeout
         self._api_exception: type[Exception] = client.ApiException
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._api.api_client.close()
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         import urllib3
@@ -270,6 +276,9 @@ class InMemoryBackend:
                 raise KubeNotFound(404, "NotFound", f'pods "{name}" not found')
             lines = self.logs.get(name, "").splitlines(keepends=True)
             return "".join(lines[-tail_lines:])[-limit_bytes:]
+
+    def close(self) -> None:
+        pass
 
     # -- helpers for tests: what a kubelet would do --
 

@@ -91,10 +91,13 @@ class KubernetesTaskManager(TaskManager):
         self.registry = registry
         self.global_limit = max_running
         self._backend = backend
+        self._owns_backend = backend is None
         self._clock = clock or (lambda: datetime.now(UTC))
         self._grace = grace
         self._retry_attempts = retry_attempts
         self._retry_wait = retry_wait
+        self._namespaces_in_use: set[str] = set()
+        """Namespaces holding pods this process created or last saw: listed until empty."""
         for value in dict(registry.worker_config.get("kube_env") or {}).values():
             register_secret(str(value))
 
@@ -169,6 +172,7 @@ class KubernetesTaskManager(TaskManager):
         except KubeConflict:
             # Created before a crash (or by a retried request): it is this attempt's pod.
             log.info("pod %s/%s already exists: adopted", namespace, name)
+            self._namespaces_in_use.add(namespace)
             return
         except KubeForbidden as exc:
             raise _permission_error("create", "pods", namespace, exc) from None
@@ -180,13 +184,18 @@ class KubernetesTaskManager(TaskManager):
             raise LaunchError(
                 redact(f"the API refused pod {name} in namespace {namespace!r}: {exc.api_message}")
             ) from None
+        self._namespaces_in_use.add(namespace)
         log.info("created pod %s/%s", namespace, name)
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
         now = self._clock()
         backend = self.backend
         placement = {row.id: self._placement(row) for row in running}
-        namespaces = {ns for ns, _ in placement.values()} | {backend.default_namespace}
+        namespaces = (
+            {ns for ns, _ in placement.values()}
+            | {backend.default_namespace}
+            | self._namespaces_in_use
+        )
 
         pods: dict[tuple[int | None, int | None], PodState] = {}
         unlisted: set[str] = set()
@@ -200,6 +209,10 @@ class KubernetesTaskManager(TaskManager):
                 log.warning("cannot list pods in namespace %r: %s", namespace, redact(str(exc)))
                 unlisted.add(namespace)
                 continue
+            if items:
+                self._namespaces_in_use.add(namespace)
+            else:
+                self._namespaces_in_use.discard(namespace)
             for item in items:
                 state = read_pod(item)
                 pods[(state.task_run_id, state.attempt)] = state
@@ -235,6 +248,13 @@ class KubernetesTaskManager(TaskManager):
                 continue  # maybe just created by a replica whose row we have not seen
             self._delete(state)
         return PollResult(finished=finished, alive=alive)
+
+    def shutdown(self, kill: bool) -> Sequence[Outcome]:
+        """Pods keep running: the next scheduler pass (of any replica) reconciles them."""
+        if self._backend is not None and self._owns_backend:
+            self._backend.close()
+            self._backend = None
+        return ()
 
     # -- helpers -----------------------------------------------------------------------
 
