@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from workflows_tick.dags import Dag
+from workflows_tick.dags import WORKFLOW_FILE, Dag
 from workflows_tick.errors import DagLoadError
 
 if TYPE_CHECKING:
@@ -32,21 +32,23 @@ def validate_registry(
     for result in loaded.values():
         if isinstance(result, DagLoadError):
             report.problems.append(str(result))
-    checker = _manager(manager) if manager else None
+    checker = _manager(manager, registry) if manager else None
     if checker is not None:
         for dag in dags:
+            # The manager merges each task's own worker_config into the DAG's.
             for line in checker.validate(dag, registry.worker_config_for(dag)):
-                report.problems.append(f"DAG {dag.name!r}: {line}")
-            for task in dag.tasks.values():
-                if not task.worker_config:
-                    continue
-                for line in checker.validate(dag, registry.worker_config_for(dag, task)):
-                    report.problems.append(f"DAG {dag.name!r}, task {task.name!r}: {line}")
+                report.problems.append(f"{dag.path / WORKFLOW_FILE}: worker_config: {line}")
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)
     head = f"{len(loaded)} DAG(s), {tasks} task(s)"
-    report.summary.append(f"{head}, {broken} broken" if broken else f"{head}: all valid")
+    if broken:
+        head += f", {broken} broken"
+    elif report.problems:
+        head += f": {len(report.problems)} problem(s) for the {manager} manager"
+    else:
+        head += ": all valid"
+    report.summary.append(head)
     for dag in dags:
         report.summary.append(f"  {dag_line(dag, now)}")
     return report
@@ -83,16 +85,12 @@ def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) ->
     return next_fire(schedule, timezone, now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
 
 
-def _manager(name: str) -> Any:
-    """An object with ``validate(dag, worker_config)`` for ``name``, or None."""
+def _manager(name: str, registry: DagRegistry) -> Any:
+    """The manager ``name``, for its ``validate(dag, worker_config)``; None if it has none."""
     if name != "kubernetes":
         return None
     module_name = "workflows_tick.managers.kubernetes"
     if importlib.util.find_spec(module_name) is None:
         return None
-    cls = importlib.import_module(module_name).KubernetesTaskManager
-    try:
-        return cls()
-    except TypeError:
-        # validate() should not need a cluster; call it without the constructor.
-        return cls.__new__(cls)
+    # Constructing the manager does not contact the cluster.
+    return importlib.import_module(module_name).KubernetesTaskManager(registry)
