@@ -20,14 +20,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def environment(bytecode: bool) -> dict[str, str]:
+def environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    if bytecode:
-        # An installed package has compiled .pyc files; PYTHONDONTWRITEBYTECODE
-        # would make every start compile the package's sources again.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-    else:
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    # An installed package has compiled .pyc files. Let the untimed warm-up run
+    # write them, as a normal install would, even where PYTHONDONTWRITEBYTECODE is set.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -44,9 +41,9 @@ def wall_time(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def measure(commands: list[list[str]], runs: int, bytecode: bool) -> list[list[float]]:
+def measure(commands: list[list[str]], runs: int) -> list[list[float]]:
     """Wall times of each command, interleaved so that load on the machine hits all alike."""
-    env = environment(bytecode)
+    env = environment()
     for command in commands:  # warm the page cache and write .pyc files, untimed
         wall_time(command, env)
     times: list[list[float]] = [[] for _ in commands]
@@ -62,13 +59,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "examples" / "config.py"))
     parser.add_argument("--dag", default="hello")
     parser.add_argument("--task", default="begin.yaml")
-    parser.add_argument(
-        "--no-bytecode",
-        action="store_true",
-        help="Run with PYTHONDONTWRITEBYTECODE=1 (sources compiled at every start).",
-    )
     args = parser.parse_args()
-    bytecode = not args.no_bytecode
 
     baseline_cmd = [sys.executable, "-c", "pass"]
     run_cmd = [
@@ -81,10 +72,10 @@ def main() -> None:
         "-o",
         args.task,
     ]
-    baseline, task = measure([baseline_cmd, run_cmd], args.runs, bytecode)
+    baseline, task = measure([baseline_cmd, run_cmd], args.runs)
     print(
         f"python {platform.python_version()}, {os.cpu_count()} cores, {args.runs} runs each "
-        f"(interleaved), bytecode {'cached' if bytecode else 'not written'}"
+        "(interleaved)"
     )
     label = f"workflows run {args.dag} -o {args.task}"
     for name, times in (("python -c pass", baseline), (label, task)):
