@@ -98,8 +98,8 @@ def _run_sql(dag: Dag, task: Task, params: Mapping[str, str]) -> None:
 # --- python -------------------------------------------------------------------------
 
 
-class _TaskTimeout(Exception):
-    pass
+class _TaskTimeout(BaseException):
+    """Raised by SIGALRM; not an Exception, so user code catching Exception keeps it."""
 
 
 def _run_python(

@@ -120,7 +120,9 @@ def test_missing_parameters_stop_before_anything_runs(tmp_path: Path) -> None:
         tmp_path,
         {"a.sh": f"touch {marker}\n", "b.sh": "# parameters: [NEEDED, ALSO]\n# inputs: [a.sh]\n"},
     )
-    with pytest.raises(MissingParameterError, match=r"d/b\.sh needs environment variable\(s\) NEEDED,"):
+    with pytest.raises(
+        MissingParameterError, match=r"d/b\.sh needs environment variable\(s\) NEEDED,"
+    ):
         run_all(dag, {"ALSO": "x"})
     assert not marker.exists()
 
@@ -162,3 +164,13 @@ def test_task_environment_is_minimal() -> None:
 )
 def test_datatype_matches(declared: str, formatted: str, typname: str, ok: bool) -> None:
     assert datatype_matches(declared, formatted, typname) is ok
+
+
+def test_python_timeout_is_not_swallowed_by_except_exception(tmp_path: Path) -> None:
+    source = (
+        '"""\ntimeout: 0.2\n"""\nimport time\n\n'
+        "def run(context):\n    try:\n        time.sleep(5)\n    except Exception:\n        pass\n"
+    )
+    dag = project(tmp_path, {"t.py": source})
+    with pytest.raises(TaskFailed, match=r"timed out after 0.2s"):
+        run_all(dag)
