@@ -176,7 +176,7 @@ def test_sql_header_splits_at_the_first_comment_end(header: str, body: str) -> N
 
 
 @SETTINGS
-@given(st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=30), max_size=8))
+@given(st.lists(st.text(st.characters(blacklist_categories=["Cs"]), max_size=30), max_size=8))
 def test_shell_header_round_trips(lines: list[str]) -> None:
     lines = [
         line
