@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from workflows_tick.errors import WorkflowsError
 
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
+DEFAULT_REQUEST_TIMEOUT = (3.0, 10.0)
 """(connect, read) seconds for one API call; tenacity retries on top."""
 
 

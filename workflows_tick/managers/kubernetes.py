@@ -70,6 +70,8 @@ LOG_TAIL_BYTES = 64 * 1024
 RETRY_ATTEMPTS = 4
 RETRY_WAIT = 0.2
 """First back-off in seconds (doubling, at most 1 s): a pass stays within seconds."""
+RETRY_BUDGET = 10.0
+"""No new try after this many seconds (a try in flight still ends at its read timeout)."""
 
 
 class KubernetesTaskManager(TaskManager):
@@ -126,23 +128,27 @@ class KubernetesTaskManager(TaskManager):
         return pod_name(dag_name, task_name, task_run_id, attempt)
 
     def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:
+        """Problems of the DAG-level ``worker_config`` and of each task's merged one."""
         problems = option_problems(worker_config)
         env = worker_config.get("kube_env")
         if isinstance(env, Mapping):
             for value in env.values():
                 register_secret(str(value))
-        if "kube_image" not in worker_config:
-            lacking = [
-                t.name
-                for t in dag.tasks.values()
-                if "kube_image" not in merge_task_config(worker_config, t)
-            ]
-            if lacking:
-                names = ", ".join(repr(n) for n in lacking)
-                problems.append(
-                    f"kube_image is not set for task{'s' if len(lacking) > 1 else ''} {names} "
-                    "(set it in the registry, DAG or task worker_config)"
-                )
+        lacking = []
+        for task in dag.tasks.values():
+            merged = merge_task_config(worker_config, task)
+            if "kube_image" not in merged:
+                lacking.append(task.name)
+            if task.worker_config:
+                for line in option_problems(merged):
+                    if line not in problems:
+                        problems.append(f"task {task.name!r}: {line}")
+        if lacking:
+            names = ", ".join(repr(n) for n in lacking)
+            problems.append(
+                f"kube_image is not set for task{'s' if len(lacking) > 1 else ''} {names} "
+                "(set it in the registry, DAG or task worker_config)"
+            )
         return problems
 
     def start(self, launch: Launch) -> None:
@@ -340,7 +346,10 @@ class KubernetesTaskManager(TaskManager):
     def _retry(self, fn: Callable[..., T], *args: Any) -> T:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(KubeTransientError),
-            stop=tenacity.stop_after_attempt(self._retry_attempts),
+            stop=(
+                tenacity.stop_after_attempt(self._retry_attempts)
+                | tenacity.stop_after_delay(RETRY_BUDGET)
+            ),
             wait=tenacity.wait_exponential(multiplier=self._retry_wait, max=1.0),
             sleep=time.sleep,
             reraise=True,

@@ -1,0 +1,60 @@
+"""Against a real cluster: set WORKFLOWS_TEST_KUBECONFIG (and optionally
+WORKFLOWS_TEST_NAMESPACE, default "default"). Skipped otherwise.
+
+The pod runs ``sh -c 'echo task ran'`` (kube_command) so any small image with a
+shell works (WORKFLOWS_TEST_IMAGE, default busybox); the workflows args become
+the shell's positional parameters and are ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from workflows_tick.dags import DagRegistry
+from workflows_tick.kube_backend import ClientBackend
+from workflows_tick.managers.base import Launch, RunningTaskRun
+from workflows_tick.managers.kubernetes import KubernetesTaskManager
+
+KUBECONFIG = os.environ.get("WORKFLOWS_TEST_KUBECONFIG")
+
+pytestmark = [
+    pytest.mark.kubernetes_cluster,
+    pytest.mark.skipif(not KUBECONFIG, reason="WORKFLOWS_TEST_KUBECONFIG is not set"),
+]
+
+
+def test_a_pod_runs_and_is_reported(project: Callable[..., DagRegistry]) -> None:
+    namespace = os.environ.get("WORKFLOWS_TEST_NAMESPACE", "default")
+    registry = project(
+        {"cluster_check": {"tasks": {"echo.yaml": {"timeout": 120}}}},
+        kube_image=os.environ.get("WORKFLOWS_TEST_IMAGE", "busybox:1.36"),
+        kube_command=["sh", "-c", "echo task ran"],
+        kube_namespace=namespace,
+    )
+    backend = ClientBackend(config_file=KUBECONFIG)
+    manager = KubernetesTaskManager(registry, max_running=1, backend=backend, grace=0)
+    dag = registry.get("cluster_check")
+    task = dag.task("echo.yaml")
+    task_run_id = uuid.uuid4().int % 10**9
+    manager.start(
+        Launch(task_run_id, 1, 1, dag, task, "config.py",
+               worker_config=registry.worker_config_for(dag, task))
+    )  # fmt: skip
+    row = RunningTaskRun(task_run_id, 1, dag.name, task.name, 1, None, datetime.now(UTC), None)
+    deadline = time.monotonic() + 180
+    outcome = None
+    while outcome is None and time.monotonic() < deadline:
+        result = manager.poll([row])
+        outcome = result.finished[0] if result.finished else None
+        time.sleep(2)
+    assert outcome is not None, "the pod did not finish within 3 minutes"
+    assert outcome.succeeded, outcome.error
+    assert "task ran" in (outcome.output_tail or "")
+    manager.poll([])  # deletes the finished pod
+    backend.close()
