@@ -7,6 +7,7 @@ together migrate once and the other nine wait, then find nothing to do.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +26,11 @@ _LOCK_KEY = 0x776F726B666C6F77  # "workflow"
 
 
 def migrations_dir() -> Path:
-    import workflows_tick.migrations
-
-    return Path(workflows_tick.migrations.__file__).parent
+    """The Alembic folder, installed as the package ``workflows_tick.migrations``."""
+    spec = importlib.util.find_spec("workflows_tick.migrations")
+    if spec is None or spec.origin is None:  # pragma: no cover - a broken install
+        raise RuntimeError("workflows_tick.migrations is not installed")
+    return Path(spec.origin).parent
 
 
 def current_revision(connection: Connection) -> str | None:

@@ -256,9 +256,13 @@ class Ticker:
         claims = queries.claim_waiting(
             conn, self.manager.name, list(self._dags), limit, now, now + self.lease
         )
-        queries.set_hosts(
-            conn, {c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt) for c in claims}
-        )
+        hosts = {
+            c.task_run_id: self.manager.host_for_task(
+                c.task_run_id, c.attempt, c.dag_name, c.task_name
+            )
+            for c in claims
+        }
+        queries.set_hosts(conn, hosts)
         return claims
 
     def _launch(
