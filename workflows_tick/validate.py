@@ -35,9 +35,21 @@ def validate_registry(
     checker = _manager(manager, registry) if manager else None
     if checker is not None:
         for dag in dags:
-            # The manager merges each task's own worker_config into the DAG's.
-            for line in checker.validate(dag, registry.worker_config_for(dag)):
+            lines = checker.validate(dag, registry.worker_config_for(dag))
+            seen = set(lines)
+            for line in dict.fromkeys(lines):
                 report.problems.append(f"{dag.path / WORKFLOW_FILE}: worker_config: {line}")
+            # A task's own worker_config is checked merged over the DAG's; lines the
+            # DAG-level check already gave are not repeated.
+            for task in dag.tasks.values():
+                if not task.worker_config:
+                    continue
+                for line in checker.validate(dag, registry.worker_config_for(dag, task)):
+                    if line not in seen:
+                        seen.add(line)
+                        report.problems.append(
+                            f"{task.path}: worker_config of task {task.name!r}: {line}"
+                        )
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)

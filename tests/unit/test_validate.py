@@ -57,3 +57,14 @@ def test_list_lines(tmp_path: Path) -> None:
 def test_next_fire_time_is_in_the_dag_time_zone() -> None:
     fire = next_fire_time("0 9 * * *", "Asia/Tokyo", NOW)
     assert fire.isoformat() == "2024-03-10T09:00:00+09:00"
+
+
+def test_task_worker_config_is_checked_once(tmp_path: Path) -> None:
+    registry = project(tmp_path)
+    (tmp_path / "manual" / "c.yaml").write_text("worker_config: {kube_limits_cpu: [1]}\n")
+    registry.reload()
+    problems = validate_registry(registry, manager="kubernetes", now=NOW).problems
+    task_lines = [p for p in problems if "worker_config of task 'c.yaml'" in p]
+    assert len(task_lines) == 1
+    assert "kube_limits_cpu" in task_lines[0]
+    assert task_lines[0].startswith(f"{tmp_path}/manual/c.yaml: ")
