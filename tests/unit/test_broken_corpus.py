@@ -35,7 +35,10 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "unknown_input": ("b.yaml", "key 'inputs': unknown input(s) 'nope.sql'"),
     "cross_dag_unknown_dag": ("a.yaml", "input 'nowhere:x.sql': no DAG 'nowhere'"),
     "cross_dag_unknown_task": ("a.yaml", "DAG 'good_other' has no task 'missing.sql'"),
-    "cross_dag_broken_dag": ("a.yaml", "input 'cycle:zzz.yaml': DAG 'cycle' has no task 'zzz.yaml'"),
+    "cross_dag_broken_dag": (
+        "a.yaml",
+        "input 'cycle:zzz.yaml': DAG 'cycle' has no task 'zzz.yaml'",
+    ),
     "missing_description": ("workflow.yaml", "key 'description': is required"),
     "description_wrong_type": ("workflow.yaml", "key 'description': expected a non-empty string"),
     "workflow_unknown_key": ("workflow.yaml", "key 'schedul': unknown key 'schedul'"),
