@@ -1,3 +1,3 @@
-from workflows_tick.cli import main
+from workflows_tick.entry import main
 
 main()

@@ -1,0 +1,79 @@
+"""The ``workflows`` entry point.
+
+``workflows <config> run <dag> -o <task>`` is started once per task by the
+scheduler, so that exact shape is parsed here by hand and runs without importing
+click (a fifth of the start-up). Anything else, including ``--help`` and any
+malformed ``run``, goes to the click CLI, which gives the same result with its
+usual messages.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+_SELECTORS = {
+    "-o": "only",
+    "--only": "only",
+    "-b": "begin",
+    "--begin": "begin",
+    "-e": "end",
+    "--end": "end",
+}
+
+
+def parse_run(argv: list[str]) -> tuple[str, int, bool, str, dict[str, str]] | None:
+    """``(config, verbose, log_json, dag, selection)`` for a plain ``run``, else None."""
+    verbose, log_json, i = 0, False, 0
+    while i < len(argv) and argv[i] in ("-v", "--verbose", "--log-json"):
+        if argv[i] == "--log-json":
+            log_json = True
+        else:
+            verbose += 1
+        i += 1
+    rest = argv[i:]
+    if len(rest) < 3 or rest[1] != "run" or rest[0].startswith("-") or rest[2].startswith("-"):
+        return None
+    config, dag, options = rest[0], rest[2], rest[3:]
+    selection: dict[str, str] = {}
+    while options:
+        if len(options) < 2 or options[0] not in _SELECTORS or options[1].startswith("-"):
+            return None
+        key = _SELECTORS[options[0]]
+        if key in selection:
+            return None
+        selection[key] = options[1]
+        options = options[2:]
+    if "only" in selection and len(selection) > 1:
+        return None
+    return config, verbose, log_json, dag, selection
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = sys.argv[1:] if argv is None else argv
+    if "WORKFLOWS_LOG_JSON" not in os.environ:
+        parsed = parse_run(args)
+        if parsed is not None:
+            return _run(*parsed)
+    from workflows_tick.cli import main as click_main
+
+    return click_main(args)
+
+
+def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[str, str]) -> None:
+    from workflows_tick.config import load_registry
+    from workflows_tick.errors import UnknownDagError, WorkflowsError
+    from workflows_tick.logs import setup_logging
+    from workflows_tick.runner import run_tasks
+
+    setup_logging(json_lines=log_json, verbose=verbose)
+    try:
+        registry = load_registry(config)
+        if dag not in registry:
+            raise UnknownDagError(dag, registry.names())
+        loaded = registry.get(dag)
+        run_tasks(loaded, loaded.select(**selection), os.environ)
+    except WorkflowsError as exc:
+        print(f"workflows: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
