@@ -44,7 +44,7 @@ pass_ctx = click.make_pass_decorator(Context)
 @click.option(
     "--log-json", is_flag=True, envvar="WORKFLOWS_LOG_JSON", help="Log one JSON object per line."
 )
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.option("-v", "--verbose", count=True, help="Debug logging.")
 @click.argument("config")
 @click.pass_context
 def cli(ctx: click.Context, config: str, log_json: bool, verbose: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -59,6 +60,10 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
     from workflows_tick.migrate import upgrade
 
     with connect(purpose="scheduler", require_url=options.manager == "kubernetes") as db:
+        if db.embedded:
+            # Tasks that declare DATABASE_URL reach the same embedded server.
+            url = db.engine.url.set(drivername="postgresql")
+            os.environ.setdefault("DATABASE_URL", url.render_as_string(hide_password=False))
         _with_reconnect(lambda: upgrade(db.engine))
         manager = build_manager(options.manager, registry, options)
         Loop(registry, manager, db.engine, options).run()
