@@ -158,13 +158,19 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime
             ],
             "codes": [o.exit_code for o in outcomes],
             "errors": [_short(o.error) for o in outcomes],
-            "tails": [o.output_tail for o in outcomes],
+            "tails": [_text(o.output_tail) for o in outcomes],
         },
     )
     return result.rowcount
 
 
+def _text(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL: one bad byte must not poison every pass."""
+    return None if value is None else value.replace("\x00", "\ufffd")
+
+
 def _short(message: str | None, limit: int = 2000) -> str | None:
+    message = _text(message)
     if message is None or len(message) <= limit:
         return message
     return message[: limit - 3] + "..."

@@ -25,6 +25,7 @@ from tenacity import (
 )
 
 from workflows_tick.dags import DagRegistry
+from workflows_tick.errors import WorkflowsError
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import TaskManager
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
@@ -66,7 +67,9 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
             os.environ.setdefault("DATABASE_URL", url.render_as_string(hide_password=False))
         _with_reconnect(lambda: upgrade(db.engine))
         manager = build_manager(options.manager, registry, options)
-        Loop(registry, manager, db.engine, options).run()
+        failed = Loop(registry, manager, db.engine, options).run()
+    if failed and options.once:
+        raise WorkflowsError("the pass failed (see the log above)")
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -121,18 +124,28 @@ class Loop:
             lease_seconds=options.lease_seconds,
         )
         self.stop_signal: int | None = None
+        self.failed_passes = 0
         self._woken = threading.Event()
 
-    def run(self) -> None:
+    def run(self) -> int:
+        """Drive passes until done or signalled; the number of passes that failed."""
         with self._signals():
             if self.options.once:
                 self._once()
             else:
                 self._loop()
         self._shutdown()
+        return self.failed_passes
 
     def _pass(self) -> PassResult:
-        result: PassResult = _with_reconnect(self.ticker.run_pass)
+        """One pass; a lost database is waited for, and any other error is logged
+        and the loop goes on (the next pass starts from the database again)."""
+        try:
+            result: PassResult = _with_reconnect(self.ticker.run_pass)
+        except Exception:
+            self.failed_passes += 1
+            log.exception("the pass failed; the next one starts afresh from the database")
+            return PassResult()
         return result
 
     def _once(self) -> None:

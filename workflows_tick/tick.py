@@ -90,6 +90,10 @@ class Ticker:
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
         self._broken: dict[str, DagLoadError] = {}
+        self._unrecorded: list[Outcome] = []
+        """Outcomes the manager reported that are not committed yet: a manager
+        reports an outcome once, so a pass that fails (the database went away)
+        must record them in a later one, never lose them."""
         self.load_dags()
 
     def load_dags(self) -> None:
@@ -114,9 +118,10 @@ class Ticker:
             running = queries.running_task_runs(conn, self.manager.name)
             conn.rollback()
             polled = self.manager.poll(running)
+            self._unrecorded.extend(polled.finished)
             now = self.clock()
             with conn.begin():
-                result.finished = queries.record_outcomes(conn, polled.finished, now)
+                result.finished = queries.record_outcomes(conn, self._unrecorded, now)
                 queries.renew_leases(conn, polled.alive, now + self.lease)
                 expired = queries.expire_leases(conn, now)
                 result.expired = len(expired)
@@ -125,6 +130,7 @@ class Ticker:
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
                 claims = self._claim(conn, now) if self.starting else []
+            self._unrecorded.clear()
             self._launch(conn, claims, result)
         if result.did_work:
             log.info(
@@ -149,17 +155,23 @@ class Ticker:
             running = queries.running_task_runs(conn, self.manager.name)
             conn.rollback()
             polled = self.manager.poll(running)
+            self._unrecorded.extend(polled.finished)
             now = self.clock()
             with conn.begin():
                 queries.renew_leases(conn, polled.alive, now + self.lease)
-                return queries.record_outcomes(conn, polled.finished, now)
+                recorded = queries.record_outcomes(conn, self._unrecorded, now)
+            self._unrecorded.clear()
+            return recorded
 
     def record(self, outcomes: Sequence[Outcome]) -> int:
         """Record outcomes outside a pass (at shutdown)."""
-        if not outcomes:
+        self._unrecorded.extend(outcomes)
+        if not self._unrecorded:
             return 0
         with self.engine.begin() as conn:
-            return queries.record_outcomes(conn, outcomes, self.clock())
+            recorded = queries.record_outcomes(conn, self._unrecorded, self.clock())
+        self._unrecorded.clear()
+        return recorded
 
     # --- steps ----------------------------------------------------------------------
 
@@ -305,6 +317,8 @@ class Ticker:
                     claim.task_run_id,
                 )
         if failures:
-            with conn.begin():
-                queries.record_outcomes(conn, failures, self.clock())
             result.failed_launches = len(failures)
+            self._unrecorded.extend(failures)
+            with conn.begin():
+                queries.record_outcomes(conn, self._unrecorded, self.clock())
+            self._unrecorded.clear()

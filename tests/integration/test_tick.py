@@ -489,3 +489,50 @@ def test_bad_trigger_parameters_are_refused(engine: Engine, bad: dict) -> None: 
 
     with pytest.raises(UsageError):
         trigger_dag("chain", creator="x", engine=engine, parameters=bad)
+
+
+def test_outcomes_of_a_failed_pass_are_recorded_by_the_next(
+    engine: Engine, tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from workflows_tick import queries
+
+    reg = write_project(tmp_path, {"chain": CHAIN})
+    manager = InstantManager()
+    t = ticker(engine, reg, manager, clock)
+    trigger_dag("chain", creator="test", engine=engine, clock=clock)
+    t.run_pass()  # starts a.yaml; the manager reports it at the next poll, once
+
+    real = queries.expire_leases
+
+    def broken(*args: object) -> list[int]:
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(queries, "expire_leases", broken)
+    with pytest.raises(OperationalError):
+        t.run_pass()
+    monkeypatch.setattr(queries, "expire_leases", real)
+    until_idle(t)
+    assert rows(engine, "SELECT task_name, attempt, status FROM task_run ORDER BY id") == [
+        ("a.yaml", 1, "succeeded"),
+        ("b.yaml", 1, "succeeded"),
+        ("c.yaml", 1, "succeeded"),
+    ]
+
+
+def test_nul_characters_in_output_do_not_poison_the_pass(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    from workflows_tick.managers.base import Outcome
+
+    reg = write_project(tmp_path, {"chain": CHAIN})
+    manager = InstantManager(finish=False)
+    t = ticker(engine, reg, manager, clock)
+    trigger_dag("chain", creator="test", engine=engine, clock=clock)
+    t.run_pass()
+    task_run_id = manager.started[0].task_run_id
+    t.record([Outcome(task_run_id, succeeded=False, error="bad\x00byte", output_tail="out\x00put")])
+    assert rows(engine, "SELECT error, output_tail FROM task_run") == [
+        ("bad\ufffdbyte", "out\ufffdput")
+    ]
