@@ -151,6 +151,14 @@ def list_dags(obj: Context) -> None:
     envvar="WORKFLOWS_LEASE_SECONDS",
     help="Seconds a running task run stays ours without renewal.",
 )
+@click.option(
+    "--reload-interval",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    envvar="WORKFLOWS_RELOAD_INTERVAL",
+    help="Seconds between checks of the DAG folder for edits.",
+)
 @pass_ctx
 def schedule(
     obj: Context,
@@ -161,6 +169,7 @@ def schedule(
     concurrency: int,
     max_running: int,
     lease: float,
+    reload_interval: float,
 ) -> None:
     """Run the scheduler with the worker or kubernetes task manager.
 
@@ -180,6 +189,7 @@ def schedule(
         concurrency=concurrency,
         max_running=max_running,
         lease_seconds=lease,
+        reload_seconds=reload_interval,
     )
     run_scheduler(obj.registry, options)
 

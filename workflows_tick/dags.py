@@ -245,6 +245,22 @@ class DagRegistry:
                     merged[key] = value
         return merged
 
+    def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
+        """A cheap summary of the folder (each DAG folder's newest mtime and file
+        count): it changes when a DAG is added, removed or edited."""
+        summary = []
+        for name in _scan(self.root):
+            newest, count = 0, 0
+            try:
+                with os.scandir(self.root / name) as entries:
+                    for entry in entries:
+                        count += 1
+                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+            except OSError:
+                pass
+            summary.append((name, newest, count))
+        return tuple(summary)
+
     def reload(self) -> None:
         """Forget what was loaded and scan the folder again."""
         self._names = _scan(self.root)

@@ -32,6 +32,9 @@ from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker
 
 log = logging.getLogger(__name__)
 
+DEFAULT_RELOAD_SECONDS = 10.0
+"""How often a looping scheduler looks for added, removed or edited DAGs."""
+
 
 @dataclass(frozen=True)
 class SchedulerOptions:
@@ -43,6 +46,7 @@ class SchedulerOptions:
     concurrency: int = 1
     max_running: int = 20
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    reload_seconds: float = DEFAULT_RELOAD_SECONDS
 
 
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
@@ -125,6 +129,9 @@ class Loop:
         )
         self.stop_signal: int | None = None
         self.failed_passes = 0
+        self.registry = registry
+        self._fingerprint = registry.fingerprint()
+        self._checked_at = time.monotonic()
         self._woken = threading.Event()
 
     def run(self) -> int:
@@ -162,12 +169,25 @@ class Loop:
                 return
             if self.stop_signal == signal.SIGINT and not self.manager.in_flight():
                 return
+            self._reload_if_changed()
             result = self._pass()
             if self.options.until_idle and not result.running_runs and not self.manager.in_flight():
                 return
             if result.did_work:
                 continue
             self._sleep(self._sleep_time(result.next_fire_at))
+
+    def _reload_if_changed(self) -> None:
+        """Pick up DAG edits without a restart (a schedule edit applies from now on)."""
+        if time.monotonic() - self._checked_at < self.options.reload_seconds:
+            return
+        self._checked_at = time.monotonic()
+        fingerprint = self.registry.fingerprint()
+        if fingerprint != self._fingerprint:
+            self._fingerprint = fingerprint
+            log.info("the DAG folder changed: reloading it")
+            self.registry.reload()
+            self.ticker.load_dags()
 
     def _sleep_time(self, next_fire_at: datetime | None) -> float:
         timeout = self.options.interval

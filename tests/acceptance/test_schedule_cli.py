@@ -333,3 +333,27 @@ def test_sigint_lets_the_running_task_finish(
         [("slow.sh", "succeeded")],
         [("slow.sh", "succeeded"), ("next.yaml", "waiting")],
     )
+
+
+def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(
+        tmp_path, {"old": {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}}
+    )
+    config = str(tmp_path / "config.py")
+    proc = _start(config, subprocess_env, "--reload-interval", "0.2")
+    try:
+        time.sleep(1)
+        write_project(
+            tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
+        )
+        assert workflows(config, "trigger", "new", env=subprocess_env).returncode == 0
+        wait_for(
+            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
+            what="the new DAG's run to succeed",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert "reloading" in err
