@@ -113,7 +113,7 @@ def test_until_idle_returns_when_a_broken_dag_has_a_running_run(
             "--interval",
             "0.2",
             env=subprocess_env,
-            timeout=15,
+            timeout=8,
         )
         returned = sched.returncode == 0
     except subprocess.TimeoutExpired:
