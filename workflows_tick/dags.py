@@ -184,6 +184,8 @@ class DagRegistry:
         self.worker_config: dict[str, Any] = {}
         self._names = _scan(root)
         self._loaded: dict[str, Dag | DagLoadError] = {}
+        self.generation = 0
+        """Incremented by every :meth:`reload`, for caches derived from the DAGs."""
 
     def names(self) -> list[str]:
         return list(self._names)
@@ -265,6 +267,7 @@ class DagRegistry:
         """Forget what was loaded and scan the folder again."""
         self._names = _scan(self.root)
         self._loaded.clear()
+        self.generation += 1
 
 
 def _scan(root: Path) -> list[str]:

@@ -100,6 +100,7 @@ class KubernetesTaskManager(TaskManager):
         self._retry_wait = retry_wait
         self._namespaces_in_use: set[str] = set()
         """Namespaces holding pods this process created or last saw: listed until empty."""
+        self._configured: tuple[int, frozenset[str]] | None = None
         for value in dict(registry.worker_config.get("kube_env") or {}).values():
             register_secret(str(value))
 
@@ -201,6 +202,7 @@ class KubernetesTaskManager(TaskManager):
             {ns for ns, _ in placement.values()}
             | {backend.default_namespace}
             | self._namespaces_in_use
+            | self._configured_namespaces()
         )
 
         pods: dict[tuple[int | None, int | None], PodState] = {}
@@ -325,6 +327,22 @@ class KubernetesTaskManager(TaskManager):
             )
             return
         log.info("deleted pod %s/%s (%s)", state.namespace, state.name, state.phase)
+
+    def _configured_namespaces(self) -> frozenset[str]:
+        """Every ``kube_namespace`` the loaded DAGs and tasks name.
+
+        Listed every pass, so that a fresh process (a CronJob's ``--once``) still
+        finds the finished pods of a run whose last task has ended.
+        """
+        if self._configured is None or self._configured[0] != self.registry.generation:
+            names = set()
+            for dag in self.registry.dags():
+                for task in [None, *dag.tasks.values()]:
+                    namespace = self.registry.worker_config_for(dag, task).get("kube_namespace")
+                    if isinstance(namespace, str) and namespace:
+                        names.add(namespace)
+            self._configured = (self.registry.generation, frozenset(names))
+        return self._configured[1]
 
     def _placement(self, row: RunningTaskRun) -> tuple[str, float]:
         """The namespace and pending timeout of a row's task, from the merged config."""
