@@ -168,23 +168,30 @@ def main() -> None:
         write_project(root, {"wide": independent_dag(args.tasks)})
         print(
             "| capacity per scheduler | schedulers | trigger -> run succeeded (median) "
-            "| task runs/s (median) | all repeats (task runs/s) | passes per scheduler |"
+            "| task runs/s (median) | all repeats (task runs/s) | passes with work per scheduler "
+            "| ms per pass with work |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for capacity in capacities:
             for count in counts:
                 seconds: list[float] = []
                 passes: list[int] = []
+                per_pass: list[float] = []
                 for _ in range(args.repeats):
                     elapsed, stats = measure(db, root, count, capacity, args.tasks)
                     seconds.append(elapsed)
                     passes.extend(s["passes"] - s["idle"] for s in stats)
+                    per_pass.extend(
+                        s["busy"] / (s["passes"] - s["idle"])
+                        for s in stats
+                        if s["passes"] > s["idle"]
+                    )
                 rates = [args.tasks / s for s in seconds]
                 print(
                     f"| {capacity} | {count} | {median(seconds) * 1000:.0f} ms | "
                     f"{args.tasks / median(seconds):,.0f} | "
                     f"{', '.join(f'{r:,.0f}' for r in rates)} | "
-                    f"{median(passes):.0f} with work |",
+                    f"{median(passes):.0f} | {median(per_pass) * 1000:.0f} |",
                     flush=True,
                 )
 
