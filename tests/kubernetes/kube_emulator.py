@@ -250,16 +250,30 @@ class FakeKubelet:
         self.api.api_client.close()
 
     def _run(self) -> None:
-        import json
-
         while not self.stop.is_set():
-            for namespace in self.namespaces:
-                response = self.api.list_namespaced_pod(namespace, _preload_content=False)
-                for pod in json.loads(response.data)["items"]:
-                    self._step(namespace, pod)
+            self.sweep()
             time.sleep(0.02)
 
-    def _step(self, namespace: str, pod: dict[str, Any]) -> None:
+    def sweep(self) -> list[str]:
+        """Move every pod one step along, once (without the thread: a step per call).
+
+        Returns the names of the pods moved.
+        """
+        import json
+
+        moved = []
+        for namespace in self.namespaces:
+            response = self.api.list_namespaced_pod(namespace, _preload_content=False)
+            for pod in json.loads(response.data)["items"]:
+                if self._step(namespace, pod):
+                    moved.append(pod["metadata"]["name"])
+        return moved
+
+    def close(self) -> None:
+        """Close the client (when used with :meth:`sweep` only, without the thread)."""
+        self.api.api_client.close()
+
+    def _step(self, namespace: str, pod: dict[str, Any]) -> bool:
         name = pod["metadata"]["name"]
         phase = (pod.get("status") or {}).get("phase")
         if phase == "Pending":
@@ -285,6 +299,7 @@ class FakeKubelet:
                 ],
             }
         else:
-            return
+            return False
         with contextlib.suppress(Exception):  # deleted meanwhile
             self.api.patch_namespaced_pod_status(name, namespace, {"status": status})
+        return True
