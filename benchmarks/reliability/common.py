@@ -211,6 +211,27 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {mem} GiB, Python {platform.python_version()}"
 
 
+def revision() -> str:
+    """The repository's commit, with ``+changes`` when workflows_tick/ differs from it."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "workflows_tick"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def server_version(url: str) -> str:
     return str(scalar(url, "SHOW server_version"))
 
@@ -221,6 +242,7 @@ def now() -> str:
 
 def report(title: str, counts: dict[str, Any], ok: bool) -> None:
     print(f"== {title}")
+    counts = {"commit": revision(), **counts}
     width = max(len(k) for k in counts)
     for key, value in counts.items():
         print(f"{key.ljust(width)}  {value}")
