@@ -376,22 +376,28 @@ def test_capacity_with_concurrency_two(log_dir: Path) -> None:
     assert (manager.capacity(), manager.in_flight()) == (2, 0)
 
 
-def test_poll_ignores_other_schedulers_rows_but_never_forgets_its_children(
+def test_poll_ignores_other_schedulers_rows_and_stops_children_it_lost(
     manager: WorkerTaskManager,
 ) -> None:
     ours = make_launch("import time; time.sleep(0.3)", task_run_id=1)
-    lost = make_launch("import time; time.sleep(0.3)", task_run_id=2)
+    lost = make_launch("import time; time.sleep(30)", task_run_id=2)
     theirs = make_launch("", task_run_id=99)
     manager.start(ours)
     manager.start(lost)
+    rows = [running_row(ours), running_row(lost)]
+    assert sorted(manager.poll(rows).alive) == [1, 2]
 
+    # Task run 2 is no longer running in the database: its lease expired elsewhere.
     result = manager.poll([running_row(ours), running_row(theirs, host="elsewhere:7")])
     assert result.finished == []
     assert list(result.alive) == [1], "neither another scheduler's row nor a row we lost"
 
-    manager.wait_all(10)
-    finished = manager.poll([running_row(theirs, host="elsewhere:7")]).finished
-    assert sorted(o.task_run_id for o in finished) == [1, 2]
+    assert manager.wait_all(10)
+    finished = {o.task_run_id: o for o in manager.poll([running_row(theirs)]).finished}
+    assert sorted(finished) == [1, 2]
+    assert finished[1].succeeded
+    assert not finished[2].succeeded
+    assert "no longer running" in (finished[2].error or "")
     assert manager.in_flight() == 0
 
 

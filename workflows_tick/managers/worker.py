@@ -41,6 +41,7 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 """Seconds between SIGTERM and SIGKILL when the scheduler is stopped with SIGTERM."""
 MAX_ERROR_CHARS = 500
 SHUTDOWN_ERROR = "stopped by scheduler shutdown (SIGTERM)"
+LOST_ERROR = "stopped: its task run is no longer running (its lease expired)"
 
 _PR_SET_PDEATHSIG = 1
 
@@ -237,12 +238,14 @@ class WorkerTaskManager(TaskManager):
 
         Every finished child is reported, even one whose row is no longer in
         ``running`` (so no child is ever forgotten). ``alive`` holds only ids that are
-        in ``running``: rows of other schedulers are left out, and so are rows this
-        process no longer owns. Children past their timeout are signalled here.
+        in ``running``: rows of other schedulers are left out. A child whose row is no
+        longer running (its lease expired) is stopped, since a retry may be running
+        elsewhere; so is a child past its timeout.
         """
+        wanted = {row.id for row in running}
+        self._stop_lost(wanted, time.monotonic())
         self._enforce_timeouts(time.monotonic())
         finished = self._collect()
-        wanted = {row.id for row in running}
         alive = [tid for tid, child in self._children.items() if tid in wanted and not child.exited]
         return PollResult(finished=finished, alive=alive)
 
@@ -329,6 +332,27 @@ class WorkerTaskManager(TaskManager):
             pass
         except PermissionError as exc:
             log.warning("cannot send %s to process group %d: %s", signum.name, child.pid, exc)
+
+    def _stop_lost(self, running: set[int], now: float) -> None:
+        """Stop children whose task run the database no longer records as running.
+
+        That happens when this scheduler stopped renewing leases for too long (a
+        stall, a partition): another scheduler failed the attempt and retries it,
+        so this copy must not run on beside the retry.
+        """
+        for task_run_id, child in self._children.items():
+            if child.exited or child.kill_at is not None or task_run_id in running:
+                continue
+            child.stop_reason = LOST_ERROR
+            log.warning(
+                "task %s/%s (task run %d) is no longer ours (%s); stopping it",
+                child.launch.dag.name,
+                child.launch.task.name,
+                task_run_id,
+                LOST_ERROR,
+            )
+            self._signal(child, signal.SIGTERM)
+            child.kill_at = now + self.kill_grace
 
     def _enforce_timeouts(self, now: float) -> None:
         """SIGTERM children past their timeout; SIGKILL those still alive after the grace."""
