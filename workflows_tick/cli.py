@@ -74,8 +74,10 @@ def run(obj: Context, dag: str, only: str | None, begin: str | None, end: str | 
     """
     import os
 
+    from workflows_tick.lifeline import die_with_scheduler
     from workflows_tick.runner import run_tasks
 
+    die_with_scheduler(os.environ)
     if only is not None and (begin is not None or end is not None):
         raise UsageError("-o cannot be combined with -b or -e")
     loaded = obj.registry.get(_known_dag(obj.registry, dag))

@@ -64,9 +64,11 @@ def main(argv: list[str] | None = None) -> Any:
 def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[str, str]) -> None:
     from workflows_tick.config import load_registry
     from workflows_tick.errors import UnknownDagError, WorkflowsError
+    from workflows_tick.lifeline import die_with_scheduler
     from workflows_tick.logs import setup_logging
     from workflows_tick.runner import run_tasks
 
+    die_with_scheduler(os.environ)
     setup_logging(json_lines=log_json, verbose=verbose)
     try:
         registry = load_registry(config)

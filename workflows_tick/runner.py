@@ -212,6 +212,14 @@ def _run_shell(dag: Dag, task: Task, params: Mapping[str, str], environ: Mapping
         )
     except OSError as exc:
         raise TaskFailed(dag.name, task.name, f"cannot start bash: {exc.strerror}") from None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise TaskFailed(dag.name, task.name, f"stopped by {signal.Signals(signum).name}")
+
+    # bash runs in its own process group (so a timeout can end all of it): pass a
+    # SIGTERM for this process on to that group instead of leaving it behind.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
         code = proc.wait(timeout=task.timeout)
     except subprocess.TimeoutExpired:
@@ -222,6 +230,9 @@ def _run_shell(dag: Dag, task: Task, params: Mapping[str, str], environ: Mapping
         _kill_group(proc.pid)
         proc.wait()
         raise
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
     if code < 0:
         name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
         raise TaskFailed(dag.name, task.name, f"killed by signal {name}")

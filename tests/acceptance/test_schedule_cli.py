@@ -285,7 +285,9 @@ def _processes_running(command: str) -> list[int]:
 def test_sigterm_stops_the_running_task_and_records_it_failed(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    write_project(tmp_path, {"d": {"workflow.yaml": "description: x\n", "slow.sh": "sleep 60\n"}})
+    write_project(
+        tmp_path, {"d": {"workflow.yaml": "description: x\n", "slow.sh": "sleep 61.25\n"}}
+    )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
     proc = _start(config, subprocess_env)
@@ -301,6 +303,23 @@ def test_sigterm_stops_the_running_task_and_records_it_failed(
     assert query(database_url, "SELECT status, error FROM task_run") == [
         ("failed", "stopped by scheduler shutdown (SIGTERM)")
     ]
+    assert _processes_running("sleep 61.25") == []  # the shell task's own processes too
+
+
+@pytest.mark.slow
+def test_a_killed_scheduler_leaves_no_shell_task_behind(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(
+        tmp_path, {"d": {"workflow.yaml": "description: x\n", "slow.sh": "sleep 62.75\n"}}
+    )
+    config = str(tmp_path / "config.py")
+    workflows(config, "trigger", "d", env=subprocess_env)
+    proc = _start(config, subprocess_env)
+    wait_for(lambda: _processes_running("sleep 62.75") != [], what="the task to start")
+    proc.kill()
+    proc.communicate(timeout=10)
+    wait_for(lambda: _processes_running("sleep 62.75") == [], timeout=10, what="the task to die")
 
 
 def test_sigint_lets_the_running_task_finish(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from workflows_tick.errors import LaunchError
+from workflows_tick.lifeline import SCHEDULER_PID
 from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
 
 log = logging.getLogger(__name__)
@@ -42,33 +43,6 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 MAX_ERROR_CHARS = 500
 SHUTDOWN_ERROR = "stopped by scheduler shutdown (SIGTERM)"
 LOST_ERROR = "stopped: its task run is no longer running (its lease expired)"
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGTERM when the scheduler dies.
-
-    Linux only. A scheduler killed with SIGKILL (or a lost machine) then leaves no
-    attempt running behind it: its lease expires and the retry is the only copy.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # the scheduler died before prctl took effect
-            os._exit(1)
-
-    return hook
-
 
 CommandFactory = Callable[[Launch], Sequence[str]]
 """Builds the argument list of one attempt (no shell is involved)."""
@@ -178,6 +152,7 @@ class WorkerTaskManager(TaskManager):
         env["WORKFLOWS_TASK_RUN_ID"] = str(launch.task_run_id)
         env["WORKFLOWS_DAG_RUN_ID"] = str(launch.dag_run_id)
         env["WORKFLOWS_ATTEMPT"] = str(launch.attempt)
+        env[SCHEDULER_PID] = str(os.getpid())  # the attempt dies with this process
         return env
 
     def start(self, launch: Launch) -> None:
@@ -207,7 +182,6 @@ class WorkerTaskManager(TaskManager):
                 env=self.environment_for(launch),
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_die_with_parent_hook(),
             )
         except (OSError, ValueError) as exc:
             log_path.unlink(missing_ok=True)
