@@ -115,14 +115,10 @@ class Ticker:
     def run_pass(self) -> PassResult:
         result = PassResult()
         with self.engine.connect() as conn:
-            running = queries.running_task_runs(conn, self.manager.name)
-            conn.rollback()
-            polled = self.manager.poll(running)
-            self._unrecorded.extend(polled.finished)
+            alive = self._poll(conn)
             now = self.clock()
             with conn.begin():
-                result.finished = queries.record_outcomes(conn, self._unrecorded, now)
-                queries.renew_leases(conn, polled.alive, now + self.lease)
+                result.finished = self._record(conn, now, alive)
                 expired = queries.expire_leases(conn, now)
                 result.expired = len(expired)
                 if expired:
@@ -152,25 +148,35 @@ class Ticker:
         Used while ``--once`` waits for the tasks its pass started.
         """
         with self.engine.connect() as conn:
-            running = queries.running_task_runs(conn, self.manager.name)
-            conn.rollback()
-            polled = self.manager.poll(running)
-            self._unrecorded.extend(polled.finished)
-            now = self.clock()
+            alive = self._poll(conn)
             with conn.begin():
-                queries.renew_leases(conn, polled.alive, now + self.lease)
-                recorded = queries.record_outcomes(conn, self._unrecorded, now)
+                recorded = self._record(conn, self.clock(), alive)
             self._unrecorded.clear()
-            return recorded
+        return recorded
 
     def record(self, outcomes: Sequence[Outcome]) -> int:
         """Record outcomes outside a pass (at shutdown)."""
         self._unrecorded.extend(outcomes)
-        if not self._unrecorded:
-            return 0
         with self.engine.begin() as conn:
-            recorded = queries.record_outcomes(conn, self._unrecorded, self.clock())
+            recorded = self._record(conn, self.clock(), ())
         self._unrecorded.clear()
+        return recorded
+
+    def _poll(self, conn: Connection) -> Sequence[int]:
+        """Ask the manager about its running task runs; the ids still alive."""
+        running = queries.running_task_runs(conn, self.manager.name)
+        conn.rollback()
+        polled = self.manager.poll(running)
+        self._unrecorded.extend(polled.finished)
+        return polled.alive
+
+    def _record(self, conn: Connection, now: datetime, alive: Sequence[int]) -> int:
+        """Write outcomes not yet committed and renew leases (in the caller's transaction).
+
+        The caller clears ``_unrecorded`` once its transaction has committed.
+        """
+        recorded = queries.record_outcomes(conn, self._unrecorded, now)
+        queries.renew_leases(conn, alive, now + self.lease)
         return recorded
 
     # --- steps ----------------------------------------------------------------------
@@ -320,5 +326,5 @@ class Ticker:
             result.failed_launches = len(failures)
             self._unrecorded.extend(failures)
             with conn.begin():
-                queries.record_outcomes(conn, self._unrecorded, self.clock())
+                self._record(conn, self.clock(), ())
             self._unrecorded.clear()
