@@ -1,5 +1,6 @@
 """A worker scheduler killed mid-task: the attempt dies with it, is failed within its lease
-plus one pass, and is retried; nothing of it keeps running.
+plus one pass, and is retried; nothing of it keeps running (a shell task's bash included,
+which runs in its own process group).
 
 The long version (20 kills, timings) is ``benchmarks/reliability/crashes.py``.
 """
@@ -31,13 +32,6 @@ from tests.support import write_project
 LEASE = 2.0
 INTERVAL = 0.2
 SLEEP = 4  # the first attempt's; the kill comes well before it ends
-
-SHELL_ORPHAN_BUG = (
-    "a shell task's bash runs in its own session (runner.py: start_new_session=True) and "
-    "the runner has no SIGTERM handler: when the scheduler dies (PR_SET_PDEATHSIG sends the "
-    "runner SIGTERM) or stops with SIGTERM, the runner dies and bash keeps running, so the "
-    "attempt completes after it was recorded failed and retried"
-)
 
 
 def _project(tmp_path: Path) -> str:
@@ -142,7 +136,6 @@ def test_python_attempt_dies_with_its_killed_scheduler_and_is_retried(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=SHELL_ORPHAN_BUG)
 def test_shell_attempt_dies_with_its_killed_scheduler(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
@@ -163,7 +156,6 @@ def test_shell_attempt_dies_with_its_killed_scheduler(
     assert ledger == [2], "the killed attempt completed its work after it was retried"
 
 
-@pytest.mark.xfail(strict=True, reason=SHELL_ORPHAN_BUG)
 def test_sigterm_stops_a_running_shell_task_for_good(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
