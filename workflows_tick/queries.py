@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
 from workflows_tick.plan import NewTaskRun, TaskRunState
 from workflows_tick.states import RunStatus, TaskStatus, Trigger
@@ -165,8 +166,10 @@ def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime
 
 
 def _text(value: str | None) -> str | None:
-    """PostgreSQL text cannot hold NUL: one bad byte must not poison every pass."""
-    return None if value is None else value.replace("\x00", "\ufffd")
+    """Task output and errors as stored: passwords and registered secrets masked,
+    NUL replaced (PostgreSQL text cannot hold it: one bad byte must not poison
+    every pass)."""
+    return None if value is None else redact(value.replace("\x00", "\ufffd"))
 
 
 def _short(message: str | None, limit: int = 2000) -> str | None:

@@ -138,7 +138,7 @@ def _run_python(
             raise TaskFailed(dag.name, task.name, f"timed out after {task.timeout:g}s") from None
         except (Exception, SystemExit) as exc:
             _rollback(conn)
-            traceback.print_exc(file=sys.stderr)
+            print(redact(traceback.format_exc()), end="", file=sys.stderr)
             raise TaskFailed(dag.name, task.name, _describe(exc)) from None
         if conn is not None:
             with _transaction(dag, task, conn):

@@ -230,7 +230,6 @@ class Ticker:
 
     def _advance_runs(self, conn: Connection, now: datetime, result: PassResult) -> None:
         runs = queries.lock_earliest_runs(conn)
-        result.running_runs = len(runs)
         finished: list[tuple[int, RunStatus, str | None]] = []
         active = []
         for run in runs:
@@ -240,6 +239,8 @@ class Ticker:
                 message = f"DAG {run.dag_name!r} is no longer in the registry"
                 log.warning("run %d failed: %s", run.id, message)
                 finished.append((run.id, RunStatus.FAILED, message))
+        # Runs of DAGs that do not load wait for a fix; they do not keep --until-idle busy.
+        result.running_runs = len(active)
         states = queries.task_run_states(conn, [r.id for r in active])
         new: list[tuple[int, NewTaskRun]] = []
         for run in active:

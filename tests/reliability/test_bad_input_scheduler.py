@@ -13,7 +13,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import sqlalchemy
 
 from tests.reliability.helpers import query, workflows
@@ -83,14 +82,6 @@ def test_scheduler_runs_the_good_dags_and_logs_one_line_per_broken_one(
     assert all(" ERROR " in line and "\n" not in line for line in lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "--until-idle never returns while a run of a DAG that no longer loads is running: "
-        "tick.py leaves such runs running (waiting for a fix) but counts them in "
-        "PassResult.running_runs, which --until-idle waits to reach 0"
-    ),
-)
 def test_until_idle_returns_when_a_broken_dag_has_a_running_run(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:

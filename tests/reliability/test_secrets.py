@@ -156,14 +156,6 @@ def test_secrets_are_never_printed_and_parameters_never_reach_a_shell(
     assert "PAYLOAD" in s.printed["runs"] and s.payload not in s.printed["runs"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "task_run.output_tail stores a task's output unredacted: runner.py prints a failing "
-        "Python task's traceback with traceback.print_exc (the exception text unredacted) and "
-        "the worker stores the tail as read; 'workflows logs' masks it only when printing"
-    ),
-)
 def test_task_output_is_stored_without_the_database_password(
     tmp_path: Path, database_url: str, password_url: str
 ) -> None:
