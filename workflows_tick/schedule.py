@@ -71,6 +71,12 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
             os.environ.setdefault("DATABASE_URL", url.render_as_string(hide_password=False))
         _with_reconnect(lambda: upgrade(db.engine))
         manager = build_manager(options.manager, registry, options)
+        for dag in registry.dags():
+            for problem in manager.validate(dag, registry.worker_config_for(dag)):
+                # Its launches will fail with the same reason; say it once, up front.
+                log.error(
+                    "DAG %s cannot run under the %s manager: %s", dag.name, manager.name, problem
+                )
         failed = Loop(registry, manager, db.engine, options).run()
     if failed and options.once:
         raise WorkflowsError("the pass failed (see the log above)")
