@@ -63,7 +63,7 @@ class InstantManager(TaskManager):
     def capacity(self) -> int:
         return self._capacity - len(self._pending)
 
-    def host_for(self, task_run_id: int, attempt: int) -> str:
+    def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         return f"test-{task_run_id}-{attempt}"
 
     def start(self, launch: Launch) -> None:

@@ -276,9 +276,7 @@ class Ticker:
             conn, self.manager.name, list(self._dags), limit, now, now + self.lease
         )
         hosts = {
-            c.task_run_id: self.manager.host_for_task(
-                c.task_run_id, c.attempt, c.dag_name, c.task_name
-            )
+            c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)
             for c in claims
         }
         queries.set_hosts(conn, hosts)

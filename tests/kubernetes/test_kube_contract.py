@@ -77,7 +77,7 @@ class Rows:
 
     def start(self, dag: str, task: str, task_run_id: int, attempt: int = 1, ago: float = 0) -> str:
         loaded = self.registry.get(dag)
-        host = self.manager.host_for_task(task_run_id, attempt, dag, task)
+        host = self.manager.host_for(task_run_id, attempt, dag, task)
         started = datetime.now(UTC) - timedelta(seconds=ago)
         self.rows[task_run_id] = RunningTaskRun(
             task_run_id, 1, dag, task, attempt, host, started, None

@@ -60,7 +60,7 @@ class Harness:
             parameters=parameters,
             worker_config=self.registry.worker_config_for(loaded, loaded.task(task)),
         )
-        host = self.manager.host_for_task(task_run_id, attempt, dag, task)
+        host = self.manager.host_for(task_run_id, attempt, dag, task)
         self.rows[task_run_id] = RunningTaskRun(
             id=task_run_id,
             dag_run_id=1,

@@ -470,7 +470,7 @@ def test_starting_a_running_task_run_twice_is_refused(manager: WorkerTaskManager
 
 
 def test_host_is_hostname_and_pid() -> None:
-    host = WorkerTaskManager().host_for(1, 1)
+    host = WorkerTaskManager().host_for(1, 1, "d", "t.sql")
     assert host.endswith(f":{os.getpid()}")
     assert host.split(":")[0]
 

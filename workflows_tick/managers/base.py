@@ -90,15 +90,8 @@ class TaskManager(ABC):
         """How many more task runs this scheduler process may start now."""
 
     @abstractmethod
-    def host_for(self, task_run_id: int, attempt: int) -> str:
+    def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         """Where the attempt will run (hostname, pod name); recorded before launch."""
-
-    def host_for_task(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
-        """:meth:`host_for`, given the names too; the tick calls this one.
-
-        Override it when the host name shows the DAG or task (a pod name does).
-        """
-        return self.host_for(task_run_id, attempt)
 
     @abstractmethod
     def start(self, launch: Launch) -> None:

@@ -119,13 +119,7 @@ class KubernetesTaskManager(TaskManager):
     def capacity(self) -> int:
         return DEFAULT_CAPACITY
 
-    def host_for(self, task_run_id: int, attempt: int) -> str:
-        raise NotImplementedError(
-            "kubernetes pod names show the DAG and task: "
-            "call host_for_task(task_run_id, attempt, dag_name, task_name)"
-        )
-
-    def host_for_task(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
+    def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         return pod_name(dag_name, task_name, task_run_id, attempt)
 
     def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:

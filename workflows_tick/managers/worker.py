@@ -122,7 +122,7 @@ class WorkerTaskManager(TaskManager):
         """Attempts started here whose outcome :meth:`poll` has not returned yet."""
         return len(self._children)
 
-    def host_for(self, task_run_id: int, attempt: int) -> str:
+    def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         """``<hostname>:<scheduler pid>``: every attempt runs on this machine."""
         return self._host
 
