@@ -290,6 +290,15 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="workflows", standalone_mode=True)
     except WorkflowsError as exc:
         _fail(exc)
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        # A database error: its driver's first line, never the statement's parameters.
+        from workflows_tick.logs import redact
+
+        reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+        click.echo(f"workflows: database error: {redact(reason[0] if reason else '')}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -53,8 +53,11 @@ def next_fire(expr: str, tz: str, after: datetime) -> datetime:
 
 def latest_fire(expr: str, tz: str, at_or_before: datetime) -> datetime:
     """The last fire time at or before ``at_or_before``."""
-    local = at_or_before.astimezone(_zone(tz))
-    for fire in CronSim(expr, local + timedelta(microseconds=1), reverse=True):
-        if fire <= local:
+    # Step in UTC, then convert: arithmetic on a local time drops its ``fold``, and
+    # in the hour repeated by a fall-back change that would land an hour early.
+    start = (at_or_before + timedelta(microseconds=1)).astimezone(_zone(tz))
+    limit = at_or_before.astimezone(UTC)
+    for fire in CronSim(expr, start, reverse=True):
+        if fire.astimezone(UTC) <= limit:
             return fire.astimezone(UTC)
     raise AssertionError("cron iteration ended")  # pragma: no cover - cronsim iterates forever

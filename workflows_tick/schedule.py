@@ -78,8 +78,8 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
                     "DAG %s cannot run under the %s manager: %s", dag.name, manager.name, problem
                 )
         failed = Loop(registry, manager, db.engine, options).run()
-    if failed and options.once:
-        raise WorkflowsError("the pass failed (see the log above)")
+    if failed and (options.once or options.until_idle):
+        raise WorkflowsError(f"{failed} pass(es) failed (see the log above)")
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -95,12 +95,27 @@ def _log_retry(state: RetryCallState) -> None:
     log.warning("database unavailable (%s); retrying in %.1fs", redact(first), wait)
 
 
-def _with_reconnect(fn: Callable[[], Any]) -> Any:
-    """Call ``fn``, retrying with backoff while the database is unreachable."""
+def _sleeper(stopping: threading.Event | None) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        if stopping is None:
+            time.sleep(seconds)
+        else:
+            stopping.wait(seconds)
+
+    return sleep
+
+
+def _with_reconnect(fn: Callable[[], Any], stopping: threading.Event | None = None) -> Any:
+    """Call ``fn``, retrying with backoff while the database is unreachable.
+
+    With ``stopping``, give up (re-raising the last error) as soon as it is set:
+    SIGTERM must stop a scheduler even while its database is away.
+    """
     retrying = retry(
         retry=retry_if_exception(_is_connection_error),
         wait=wait_exponential(multiplier=0.2, max=2.0),
-        stop=stop_never,
+        stop=stop_never if stopping is None else (lambda state: stopping.is_set()),
+        sleep=_sleeper(stopping),
         before_sleep=_log_retry,
         reraise=True,
     )
@@ -135,6 +150,8 @@ class Loop:
         )
         self.stop_signal: int | None = None
         self.failed_passes = 0
+        self._terminating = threading.Event()
+        """Set on SIGTERM (or a second SIGINT): even waiting for the database stops."""
         self.registry = registry
         self._fingerprint = registry.fingerprint()
         self._checked_at = time.monotonic()
@@ -154,20 +171,27 @@ class Loop:
         """One pass; a lost database is waited for, and any other error is logged
         and the loop goes on (the next pass starts from the database again)."""
         try:
-            result: PassResult = _with_reconnect(self.ticker.run_pass)
+            result: PassResult = _with_reconnect(self.ticker.run_pass, self._terminating)
         except Exception:
             self.failed_passes += 1
-            log.exception("the pass failed; the next one starts afresh from the database")
-            return PassResult()
+            if self._terminating.is_set():
+                log.warning("stopping while the database is unreachable")
+            else:
+                log.exception("the pass failed; the next one starts afresh from the database")
+            return PassResult(failed=True)
         return result
 
     def _once(self) -> None:
         self._pass()
         # Wait for what this pass started, keeping its leases, and record how it ended.
         self.ticker.starting = False
-        while self.manager.in_flight() and self.stop_signal != signal.SIGTERM:
+        while self.manager.in_flight() and not self._terminating.is_set():
             self.manager.wait(1.0)
-            _with_reconnect(self.ticker.tend)
+            try:
+                _with_reconnect(self.ticker.tend, self._terminating)
+            except Exception:
+                self.failed_passes += 1
+                log.exception("cannot record how the started tasks ended")
 
     def _loop(self) -> None:
         while True:
@@ -177,7 +201,7 @@ class Loop:
                 return
             self._reload_if_changed()
             result = self._pass()
-            if self.options.until_idle and not result.running_runs and not self.manager.in_flight():
+            if self.options.until_idle and self._idle(result):
                 return
             if result.did_work:
                 continue
@@ -195,8 +219,22 @@ class Loop:
             self.registry.reload()
             self.ticker.load_dags()
 
+    def _idle(self, result: PassResult) -> bool:
+        """Nothing running: no run of a loaded DAG (even one another scheduler holds
+        this pass) and no task this process started. A failed pass proves nothing."""
+        if result.failed or result.running_runs or self.manager.in_flight():
+            return False
+        try:
+            return not _with_reconnect(self.ticker.has_running_runs, self._terminating)
+        except Exception:
+            log.exception("cannot tell whether runs are still running")
+            return False
+
     def _sleep_time(self, next_fire_at: datetime | None) -> float:
         timeout = self.options.interval
+        if self.manager.in_flight():
+            # Renew our leases well before they run out, however long the interval.
+            timeout = min(timeout, self.options.lease_seconds / 3)
         if next_fire_at is not None:
             timeout = min(timeout, max(0.0, (next_fire_at - self.clock()).total_seconds()))
         return timeout
@@ -222,7 +260,14 @@ class Loop:
             )
         outcomes = self.manager.shutdown(kill=kill)
         if outcomes:
-            _with_reconnect(lambda: self.ticker.record(outcomes))
+            try:
+                _with_reconnect(lambda: self.ticker.record(outcomes), self._terminating)
+            except Exception:
+                log.warning(
+                    "cannot record how %d task run(s) ended; their leases will expire "
+                    "and they will be retried",
+                    len(outcomes),
+                )
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -244,6 +289,8 @@ class Loop:
                 signum = signal.SIGTERM
             self.stop_signal = signum
             self.ticker.starting = False
+            if signum == signal.SIGTERM:
+                self._terminating.set()
             self._woken.set()
 
         previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -32,6 +32,13 @@ def check_parameters(parameters: Mapping[str, object]) -> dict[str, str]:
             raise UsageError(
                 f"parameter {name}: value must be a string, not {type(value).__name__}"
             )
+        # The value is never echoed: parameters may be secrets.
+        if "\x00" in value:
+            raise UsageError(f"parameter {name}: the value contains a NUL character")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"parameter {name}: the value is not valid UTF-8") from None
         checked[name] = value
     return checked
 

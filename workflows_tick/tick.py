@@ -54,6 +54,8 @@ class PassResult:
     failed_launches: int = 0
     running_runs: int = 0
     next_fire_at: datetime | None = None
+    failed: bool = False
+    """The pass did not complete (the loop logged why)."""
 
     @property
     def did_work(self) -> bool:
@@ -162,6 +164,11 @@ class Ticker:
         self._unrecorded.clear()
         return recorded
 
+    def has_running_runs(self) -> bool:
+        """Whether any run of a loaded DAG is running (whoever is advancing it)."""
+        with self.engine.connect() as conn:
+            return queries.has_running_runs(conn, list(self._dags))
+
     def _poll(self, conn: Connection) -> Sequence[int]:
         """Ask the manager about its running task runs; the ids still alive."""
         running = queries.running_task_runs(conn, self.manager.name)
@@ -203,13 +210,25 @@ class Ticker:
             elif cursor.next_fire_at <= now:
                 due.append(name)
         queries.upsert_cursors(conn, fresh, now)
-        queries.delete_cursors(conn, [n for n in cursors if n in self._dags and n not in scheduled])
+        # A DAG without a schedule, or no longer in the folder, keeps no cursor: when it
+        # (or its schedule) comes back it waits for its next time, like a new DAG.
+        queries.delete_cursors(
+            conn,
+            [
+                n
+                for n in cursors
+                if (n in self._dags and n not in scheduled) or n not in self.registry
+            ],
+        )
 
         runs: list[tuple[str, datetime]] = []
         advanced: list[queries.Cursor] = []
         for cursor in queries.lock_due_cursors(conn, due, now) if due else []:
             try:
-                fire = cron.latest_fire(cursor.schedule, cursor.timezone, now)
+                # Never before the cursor: a run is never created for a past time twice.
+                fire = max(
+                    cron.latest_fire(cursor.schedule, cursor.timezone, now), cursor.next_fire_at
+                )
                 following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
             except Exception as exc:
                 log.error("DAG %s: cannot compute its schedule: %s", cursor.dag_name, exc)
@@ -230,6 +249,11 @@ class Ticker:
 
     def _advance_runs(self, conn: Connection, now: datetime, result: PassResult) -> None:
         runs = queries.lock_earliest_runs(conn)
+        if any(r.dag_name not in self._dags and r.dag_name not in self._broken for r in runs):
+            # A DAG folder added since the last reload (and triggered at once) is not
+            # "removed": look at the folder again before failing anything.
+            self.registry.reload()
+            self.load_dags()
         finished: list[tuple[int, RunStatus, str | None]] = []
         active = []
         for run in runs:

@@ -1,8 +1,5 @@
-"""Adversarial review of the ``workflows`` command: each test shows a confirmed bug.
-
-Every test is ``xfail(strict=True)``: it fails today because of the bug named in
-its reason, and starts passing once the bug is fixed.
-"""
+"""Regression test: a trigger parameter the database cannot store is one line
+that never echoes the value."""
 
 from __future__ import annotations
 
@@ -10,16 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.support import write_project
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trigger passes a non-UTF-8 -p value (a lone surrogate) to jsonb: the command "
-    "dies with a traceback that prints the parameter's value, instead of one line, exit 2",
-)
 def test_trigger_with_a_non_utf8_parameter_value_is_one_line_and_hides_the_value(
     tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:

@@ -1,8 +1,6 @@
-"""Adversarial review of the scheduler core: each test shows a confirmed bug.
-
-Every test is ``xfail(strict=True)``: it fails today because of the bug named in
-its reason, and starts passing (so turns the suite red) once the bug is fixed.
-"""
+"""Regression tests for scheduler-core bugs found in review (DST fall-back hour,
+--until-idle, just-added and re-added DAGs, leases vs. sleep, SIGTERM during a
+database outage, parameter values the database cannot store)."""
 
 from __future__ import annotations
 
@@ -44,11 +42,6 @@ def scheduled(schedule: str, timezone: str = "UTC") -> dict[str, str]:
 # --- cron arithmetic across the fall-back hour ------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cron.latest_fire adds a timedelta to a fold=1 local time, which drops the fold: "
-    "in the repeated hour it returns a time one hour too early",
-)
 def test_latest_fire_in_the_repeated_fall_back_hour() -> None:
     # 06:31 UTC is 01:31 EST (the second 01:31 in New York on 2024-11-03); the last
     # '30 * * * *' time at or before it is 06:30 UTC (01:30 EST), not 05:30 UTC.
@@ -58,11 +51,6 @@ def test_latest_fire_in_the_repeated_fall_back_hour() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ticker._create_due_runs trusts cron.latest_fire, which is an hour early in the "
-    "repeated fall-back hour: the due run is not created and the cursor stays in the past",
-)
 def test_an_hourly_run_in_the_repeated_hour_is_created_when_due(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -87,11 +75,6 @@ def test_an_hourly_run_in_the_repeated_hour_is_created_when_due(
 # --- DAGs appearing and disappearing ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ticker._advance_runs fails a run of a DAG the scheduler has not reloaded yet "
-    "('no longer in the registry') instead of rescanning the folder first",
-)
 def test_a_run_of_a_just_added_dag_is_not_failed_before_the_loop_reloads(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -112,11 +95,6 @@ def test_a_run_of_a_just_added_dag_is_not_failed_before_the_loop_reloads(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ticker._create_due_runs keeps the cursor of a DAG that left the registry: "
-    "when it comes back it fires at once for a stale time instead of waiting for its next",
-)
 def test_a_removed_then_re_added_dag_waits_for_its_next_fire_time(
     engine: Engine, tmp_path: Path, clock: FakeClock
 ) -> None:
@@ -154,11 +132,6 @@ class PollFailsOnce(InstantManager):
         return super().poll(running)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Loop._pass returns an empty PassResult (running_runs=0) when a pass fails, "
-    "so --until-idle exits 0 with runs still running",
-)
 def test_until_idle_does_not_exit_after_a_failed_pass(engine: Engine, tmp_path: Path) -> None:
     reg = write_project(tmp_path, {"d": ONE_TASK})
     run = trigger_dag("d", creator="test", engine=engine)
@@ -172,11 +145,6 @@ def test_until_idle_does_not_exit_after_a_failed_pass(engine: Engine, tmp_path: 
     assert rows(engine, f"SELECT status FROM dag_run WHERE id = {run.id}") == [("succeeded",)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Loop._sleep_time ignores --lease: with --interval above it, a scheduler sleeping "
-    "beside a long task lets its lease lapse, and any other scheduler fails and retries it",
-)
 def test_the_loop_never_sleeps_past_the_lease_of_its_running_tasks(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -208,11 +176,6 @@ def alarm() -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="schedule._with_reconnect retries forever (stop_never) and ignores the stop "
-    "signal: a SIGTERM during a database outage never stops the scheduler",
-)
 def test_sigterm_stops_the_loop_while_the_database_is_unreachable(
     tmp_path: Path, alarm: None
 ) -> None:
@@ -249,11 +212,6 @@ def test_sigterm_stops_the_loop_while_the_database_is_unreachable(
 # --- trigger parameters ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="scheduler.check_parameters accepts values jsonb cannot store (NUL, lone "
-    "surrogates): trigger_dag raises a raw sqlalchemy DataError quoting the value",
-)
 @pytest.mark.parametrize("value", ["a\x00b", "\udcff"])
 def test_a_parameter_value_the_database_cannot_store_is_a_usage_error(
     engine: Engine, value: str
