@@ -1,0 +1,30 @@
+"""Runner behaviour on a real PostgreSQL: bugs found by review, xfail until fixed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from workflows_tick import dags
+from workflows_tick.errors import DagLoadError
+from workflows_tick.runner import run_tasks
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="runner._connect sets statement_timeout to timeout*1000 ms unclamped; over "
+    "2147483647 ms (~24.8 days) PostgreSQL refuses it and every run of the task fails",
+)
+def test_a_long_timeout_that_validates_also_runs(tmp_path: Path, database_url: str) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "workflow.yaml").write_text("description: d\n")
+    (folder / "a.sql").write_text(
+        "/*\nparameters: [DATABASE_URL]\ntimeout: 2600000\n*/\nSELECT 1;\n"
+    )
+    try:
+        dag = dags.register_directory(tmp_path).get("d")
+    except DagLoadError:
+        return  # refusing the value when loading is a fix too
+    run_tasks(dag, list(dag.tasks.values()), {"DATABASE_URL": database_url})
