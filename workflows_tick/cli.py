@@ -39,6 +39,13 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    """FloatRange lets 'nan' and 'inf' through; a duration must be a real number."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise click.BadParameter(f"{value} is not a number of seconds")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="workflows")
 @click.option(
@@ -124,6 +131,7 @@ def list_dags(obj: Context) -> None:
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.01),
+    callback=_finite,
     default=5.0,
     show_default=True,
     envvar="WORKFLOWS_INTERVAL",
@@ -148,6 +156,7 @@ def list_dags(obj: Context) -> None:
 @click.option(
     "--lease",
     type=click.FloatRange(min=1),
+    callback=_finite,
     default=60.0,
     show_default=True,
     envvar="WORKFLOWS_LEASE_SECONDS",
@@ -156,6 +165,7 @@ def list_dags(obj: Context) -> None:
 @click.option(
     "--reload-interval",
     type=click.FloatRange(min=0.1),
+    callback=_finite,
     default=10.0,
     show_default=True,
     envvar="WORKFLOWS_RELOAD_INTERVAL",
@@ -280,7 +290,9 @@ def _known_dag(registry: DagRegistry, name: str) -> str:
 
 
 def _fail(exc: WorkflowsError) -> NoReturn:
-    click.echo(f"workflows: {exc}", err=True)
+    from workflows_tick.logs import redact
+
+    click.echo(f"workflows: {redact(' '.join(str(exc).split()))}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -290,6 +302,9 @@ def main(argv: list[str] | None = None) -> Any:
         return cli.main(args=argv, prog_name="workflows", standalone_mode=True)
     except WorkflowsError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("workflows: interrupted", err=True)
+        sys.exit(130)
     except Exception as exc:
         if not type(exc).__module__.startswith("sqlalchemy"):
             raise

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import ConfigError, WorkflowsError
+from workflows_tick.logs import redact
 
 
 def load_registry(config: str) -> DagRegistry:
@@ -57,5 +58,6 @@ def _import(config: str) -> object:
         ) from None
     except Exception as exc:
         raise ConfigError(
-            f"{config}: importing the config failed: {type(exc).__name__}: {exc}"
+            f"{config}: importing the config failed: {type(exc).__name__}: "
+            f"{redact(' '.join(str(exc).split()))}"
         ) from None

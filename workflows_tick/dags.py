@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workflows_tick.errors import DagLoadError, UnknownDagError, UnknownTaskError
+from workflows_tick.errors import DagLoadError, UnknownDagError, UnknownTaskError, UsageError
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 0.0
@@ -126,6 +126,11 @@ class Dag:
                 chosen &= self.downstream(begin)
             if end is not None:
                 chosen &= self.upstream(end)
+            if not chosen:
+                raise UsageError(
+                    f"no task of DAG {self.name!r} is both downstream of {begin!r} "
+                    f"and upstream of {end!r}"
+                )
         return [t for t in self.tasks.values() if t.name in chosen]
 
 

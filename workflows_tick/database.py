@@ -171,6 +171,12 @@ def _mask_password(raw: str) -> str:
         if ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         raw = scheme + userinfo + hostpart + query
+    else:
+        # No '://' (a typo such as 'postgres//u:pw@h/db'): mask from the first ':'
+        # to the last '@', the user name too if need be, rather than echo a password.
+        prefix, at, _ = raw.partition("?")[0].rpartition("@")
+        if at and ":" in prefix:
+            raw = prefix.split(":", 1)[0] + ":***@" + raw[len(prefix) + 1 :]
     return redact(_QUERY_PASSWORD.sub(r"\1***", raw))
 
 

@@ -77,5 +77,10 @@ def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[st
         loaded = registry.get(dag)
         run_tasks(loaded, loaded.select(**selection), os.environ)
     except WorkflowsError as exc:
-        print(f"workflows: {exc}", file=sys.stderr)
+        from workflows_tick.logs import redact
+
+        print(f"workflows: {redact(' '.join(str(exc).split()))}", file=sys.stderr)
         sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("workflows: interrupted", file=sys.stderr)
+        sys.exit(130)

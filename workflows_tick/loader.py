@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import reprlib
 import stat
 import threading
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,9 @@ from workflows_tick.taskfiles import TASK_EXTENSIONS, HeaderError, extract_heade
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
+
+MAX_SECONDS = 365 * 24 * 3600
+"""The longest ``timeout`` or ``retry_delay`` accepted."""
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 """Task files and ``workflow.yaml`` larger than this are refused."""
@@ -155,7 +159,8 @@ def read_text(path: Path) -> str:
         line = data.count(b"\n", 0, data.index(b"\x00")) + 1
         _fail(path, "holds NUL bytes: binary data, not a text file", f"line {line}")
     try:
-        return data.decode("utf-8")
+        # utf-8-sig: a byte order mark (as some editors write) is not part of the text.
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         _fail(path, f"is not valid UTF-8 (byte 0x{data[exc.start]:02x})", f"line {line}")
@@ -362,10 +367,16 @@ def _fail(path: Path | str, problem: str, where: str | None = None) -> NoReturn:
     raise DagLoadError(str(path), problem, where)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict = 2, 4, 4
+_SHORT.maxstring = _SHORT.maxother = 30
+
+
 def _kind(value: object) -> str:
     if value is None:
         return "nothing (null)"
-    text = repr(value)
+    # A bounded repr: a YAML alias bomb must not be rendered whole to be cut to 40.
+    text = _SHORT.repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
@@ -426,6 +437,10 @@ def _number(
     if not ok or (value <= minimum if strict else value < minimum):
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
         _fail(path, f"expected a number of seconds {bound}, got {_kind(value)}", f"key {key!r}")
+    if value > MAX_SECONDS:
+        _fail(
+            path, f"{value:g} seconds is over a year (the limit is {MAX_SECONDS})", f"key {key!r}"
+        )
     return float(value)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from workflows_tick.dags import Dag, TableOutput, Task, TaskType
 from workflows_tick.errors import MissingParameterError, TaskFailed
-from workflows_tick.logs import redact
+from workflows_tick.logs import redact, register_secret
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection
@@ -254,6 +254,8 @@ def _connect(dag: Dag, task: Task, params: Mapping[str, str]) -> Connection:
     url = params.get(DATABASE_URL)
     if not url:
         raise TaskFailed(dag.name, task.name, "DATABASE_URL is empty")
+    # A malformed URL comes back whole in the driver's error: never print it.
+    register_secret(url)
     import psycopg2
 
     try:
@@ -267,7 +269,8 @@ def _connect(dag: Dag, task: Task, params: Mapping[str, str]) -> Connection:
             with conn.cursor() as cur:
                 cur.execute(
                     "SELECT set_config('statement_timeout', %s, false)",
-                    (str(max(1, int(task.timeout * 1000))),),
+                    # PostgreSQL's limit; the loader caps timeouts at a year anyway.
+                    (str(min(2_147_483_647, max(1, int(task.timeout * 1000)))),),
                 )
             conn.commit()
         except psycopg2.Error as exc:

@@ -1,4 +1,4 @@
-"""The ``workflows`` command as a user meets it: bugs found by review, xfail until fixed."""
+"""The ``workflows`` command as a user meets it: regression tests for bugs found in review."""
 
 from __future__ import annotations
 
@@ -25,11 +25,6 @@ def workflows(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Complete
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._import puts the exception text in ConfigError and cli._fail/entry._run "
-    "print it without logs.redact: a URL password in it is shown",
-)
 @pytest.mark.parametrize("command", [["list"], ["run", "d"]])
 def test_a_failing_config_never_prints_a_password(tmp_path: Path, command: list[str]) -> None:
     (tmp_path / "config.py").write_text(
@@ -41,11 +36,6 @@ def test_a_failing_config_never_prints_a_password(tmp_path: Path, command: list[
     assert "hunter22" not in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config._import formats the exception with f'{exc}' without joining its lines, "
-    "so a multi-line message is not the promised one line",
-)
 def test_a_failing_config_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "config.py").write_text("raise RuntimeError('first\\nsecond')\n")
     result = workflows("config.py", "list", cwd=tmp_path, env={})

@@ -39,7 +39,6 @@ def names(tasks: list[Task]) -> list[str]:
         (None, "c", None, ["c", "d", "e"]),
         (None, None, "c", ["a", "b", "c"]),
         (None, "b", "d", ["b", "c", "d"]),
-        (None, "d", "b", []),
         (None, "a", "e", ["a", "b", "c", "d", "e"]),
         (None, "e", None, ["e"]),
         (None, None, "a", ["a"]),
@@ -111,3 +110,10 @@ def test_register_directory_skips_hidden_and_pycache(tmp_path: Path) -> None:
     assert registry.names() == ["good"]
     assert "good" in registry
     assert len(registry) == 1
+
+
+def test_an_empty_begin_end_selection_is_a_usage_error() -> None:
+    from workflows_tick.errors import UsageError
+
+    with pytest.raises(UsageError, match="both downstream of 'd' and upstream of 'b'"):
+        CHAIN.select(begin="d", end="b")
