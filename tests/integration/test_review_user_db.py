@@ -1,4 +1,4 @@
-"""Runner behaviour on a real PostgreSQL: bugs found by review, xfail until fixed."""
+"""Runner behaviour on a real PostgreSQL: regression tests for bugs found in review."""
 
 from __future__ import annotations
 
