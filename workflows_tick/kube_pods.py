@@ -112,6 +112,28 @@ def _env_value(value: Any) -> str | None:
     return None
 
 
+TOLERATION_OPERATORS = ("Equal", "Exists")
+TOLERATION_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _toleration_problem(toleration: Mapping[str, Any]) -> str | None:
+    """Why a toleration's field values are wrong (the API would refuse the pod), or None."""
+    for name in ("key", "value"):
+        if name in toleration and not isinstance(toleration[name], str):
+            return f"a toleration's {name} must be a string"
+    if "operator" in toleration and toleration["operator"] not in TOLERATION_OPERATORS:
+        return f"a toleration's operator must be one of {', '.join(TOLERATION_OPERATORS)}"
+    if "effect" in toleration and toleration["effect"] not in TOLERATION_EFFECTS:
+        effects = ", ".join(e for e in TOLERATION_EFFECTS if e)
+        return f"a toleration's effect must be one of {effects} (or empty)"
+    seconds = toleration.get("tolerationSeconds")
+    if "tolerationSeconds" in toleration and (
+        not isinstance(seconds, int) or isinstance(seconds, bool)
+    ):
+        return "a toleration's tolerationSeconds must be an integer"
+    return None
+
+
 def _check_option(key: str, value: Any) -> str | None:
     """Why ``value`` is wrong for ``key``, or None."""
     if key == "kube_in_cluster":
@@ -163,6 +185,9 @@ def _check_option(key: str, value: Any) -> str | None:
             unknown = sorted(set(toleration) - TOLERATION_KEYS)
             if unknown:
                 return f"a toleration has unknown field(s) {', '.join(unknown)}"
+            why = _toleration_problem(toleration)
+            if why:
+                return why
         return None
     if key == "kube_image_pull_policy":
         return (

@@ -27,8 +27,22 @@ def redact(text: str) -> str:
 
 
 class _RedactingFormatter(logging.Formatter):
+    """Redacts the message, exception and stack text; the prefix (time, level, logger) is
+    left alone, so a short registered value such as ``INFO`` never masks the level."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        # A copy: the record is shared with the other handlers.
+        copy = logging.makeLogRecord(record.__dict__)
+        copy.msg = redact(record.getMessage())
+        copy.args = None
+        if record.exc_info:
+            copy.exc_text = redact(record.exc_text or self.formatException(record.exc_info))
+            copy.exc_info = None
+        elif record.exc_text:
+            copy.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            copy.stack_info = redact(record.stack_info)
+        return super().format(copy)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -40,11 +54,12 @@ class _JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
+        # Only the message and the exception are redacted: time, level and logger are not.
         if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
-        return redact(json.dumps(payload))
+            payload["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(payload)
 
 
 def setup_logging(json_lines: bool = False, verbose: int = 0) -> None:

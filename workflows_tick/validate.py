@@ -34,22 +34,21 @@ def validate_registry(
             report.problems.append(str(result))
     checker = _manager(manager, registry) if manager else None
     if checker is not None:
+        # Each layer is checked on its own and blamed on the file that sets it: the
+        # registry's worker_config (the config module) once, then each DAG's
+        # workflow.yaml, then each task's file. Only the image is checked merged.
+        for line in checker.config_problems(registry.worker_config):
+            report.problems.append(f"{registry.root}: DAGS.worker_config: {line}")
         for dag in dags:
-            lines = checker.validate(dag, registry.worker_config_for(dag))
-            seen = set(lines)
-            for line in dict.fromkeys(lines):
+            lines = checker.config_problems(dag.worker_config)
+            lines += checker.image_problems(dag, registry.worker_config_for(dag))
+            for line in lines:
                 report.problems.append(f"{dag.path / WORKFLOW_FILE}: worker_config: {line}")
-            # A task's own worker_config is checked merged over the DAG's; lines the
-            # DAG-level check already gave are not repeated.
             for task in dag.tasks.values():
-                if not task.worker_config:
-                    continue
-                for line in checker.validate(dag, registry.worker_config_for(dag, task)):
-                    if line not in seen:
-                        seen.add(line)
-                        report.problems.append(
-                            f"{task.path}: worker_config of task {task.name!r}: {line}"
-                        )
+                for line in checker.config_problems(task.worker_config):
+                    report.problems.append(
+                        f"{task.path}: worker_config of task {task.name!r}: {line}"
+                    )
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)
@@ -98,7 +97,7 @@ def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) ->
 
 
 def _manager(name: str, registry: DagRegistry) -> Any:
-    """The manager ``name``, for its ``validate(dag, worker_config)``; None if it has none."""
+    """The manager ``name``, for its ``config_problems`` and ``image_problems``; None if none."""
     if name != "kubernetes":
         return None
     module_name = "workflows_tick.managers.kubernetes"

@@ -172,11 +172,6 @@ def test_task_with_malformed_database_url_never_shows_its_password(tmp_path: Pat
     assert "hunter22" not in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KubernetesTaskManager registers every kube_env value as a secret: LOG_LEVEL=INFO "
-    "turns the level of every scheduler log line into '***'",
-)
 def test_plain_kube_env_values_do_not_mask_log_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -194,11 +189,6 @@ def test_plain_kube_env_values_do_not_mask_log_lines(
 # --- validate --manager kubernetes ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_registry: KubernetesTaskManager.validate already reports task-level "
-    "problems (prefixed \"task 'a.yaml':\"), so each is printed twice, once blaming workflow.yaml",
-)
 def test_a_task_kube_problem_is_reported_once_against_the_task_file(tmp_path: Path) -> None:
     registry = write_project(
         tmp_path,
@@ -216,11 +206,6 @@ def test_a_task_kube_problem_is_reported_once_against_the_task_file(tmp_path: Pa
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="validate_registry blames each DAG's workflow.yaml for a bad option that is set in "
-    "the registry's worker_config (config.py)",
-)
 def test_a_registry_kube_problem_is_not_blamed_on_workflow_yaml(tmp_path: Path) -> None:
     registry = write_project(tmp_path, {"d": {"workflow.yaml": "description: d\n", "a.yaml": ""}})
     registry.worker_config = {"kube_image": "img", "kube_in_cluster": "yes"}
@@ -229,11 +214,6 @@ def test_a_registry_kube_problem_is_not_blamed_on_workflow_yaml(tmp_path: Path) 
     assert not any("workflow.yaml" in p for p in report.problems)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kube_pods._check_option checks only toleration field names, not their types or "
-    "values: the API rejects the pod at run time instead",
-)
 @pytest.mark.parametrize(
     "toleration",
     [

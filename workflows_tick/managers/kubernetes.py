@@ -101,8 +101,7 @@ class KubernetesTaskManager(TaskManager):
         self._namespaces_in_use: set[str] = set()
         """Namespaces holding pods this process created or last saw: listed until empty."""
         self._configured: tuple[int, frozenset[str]] | None = None
-        for value in dict(registry.worker_config.get("kube_env") or {}).values():
-            register_secret(str(value))
+        _register_env_secrets(registry.worker_config.get("kube_env"))
 
     @property
     def backend(self) -> KubeBackend:
@@ -123,28 +122,32 @@ class KubernetesTaskManager(TaskManager):
         return pod_name(dag_name, task_name, task_run_id, attempt)
 
     def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:
-        """Problems of the DAG-level ``worker_config`` and of each task's merged one."""
-        problems = option_problems(worker_config)
-        env = worker_config.get("kube_env")
-        if isinstance(env, Mapping):
-            for value in env.values():
-                register_secret(str(value))
-        lacking = []
-        for task in dag.tasks.values():
-            merged = merge_task_config(worker_config, task)
-            if "kube_image" not in merged:
-                lacking.append(task.name)
-            if task.worker_config:
-                for line in option_problems(merged):
-                    if line not in problems:
-                        problems.append(f"task {task.name!r}: {line}")
-        if lacking:
-            names = ", ".join(repr(n) for n in lacking)
-            problems.append(
-                f"kube_image is not set for task{'s' if len(lacking) > 1 else ''} {names} "
-                "(set it in the registry, DAG or task worker_config)"
-            )
-        return problems
+        """Problems of ``worker_config`` (a DAG's merged one), and its tasks lacking an image.
+
+        A task's own ``worker_config`` is not checked here: ``validate --manager
+        kubernetes`` checks it against the task's file, and a launch refuses it.
+        """
+        return self.config_problems(worker_config) + self.image_problems(dag, worker_config)
+
+    def config_problems(self, worker_config: Mapping[str, Any]) -> list[str]:
+        """One line per bad ``kube_*`` option of one ``worker_config`` layer (or merge)."""
+        _register_env_secrets(worker_config.get("kube_env"))
+        return option_problems(worker_config)
+
+    def image_problems(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:
+        """A line naming the tasks of ``dag`` whose merged config has no ``kube_image``."""
+        lacking = [
+            task.name
+            for task in dag.tasks.values()
+            if "kube_image" not in merge_task_config(worker_config, task)
+        ]
+        if not lacking:
+            return []
+        names = ", ".join(repr(n) for n in lacking)
+        return [
+            f"kube_image is not set for task{'s' if len(lacking) > 1 else ''} {names} "
+            "(set it in the registry, DAG or task worker_config)"
+        ]
 
     def start(self, launch: Launch) -> None:
         dag, task = launch.dag, launch.task
@@ -152,8 +155,7 @@ class KubernetesTaskManager(TaskManager):
             options = pod_options(launch.worker_config)
         except ValueError as exc:
             raise LaunchError(redact(f"task {dag.name}/{task.name}: {exc}")) from None
-        for value in options.env.values():
-            register_secret(value)
+        _register_env_secrets(options.env)
         backend = self.backend
         namespace = options.namespace or backend.default_namespace
         name = pod_name(dag.name, task.name, launch.task_run_id, launch.attempt)
@@ -368,6 +370,24 @@ class KubernetesTaskManager(TaskManager):
             before_sleep=_log_retry,
         )
         return retrying(fn, *args)
+
+
+MIN_ENV_SECRET_LENGTH = 8
+"""``kube_env`` values at least this long are secrets: scrubbed from log messages and errors.
+
+Shorter values (``INFO``, ``8080``, ``prod``) are not: masking them would mask every
+word or pod name that contains them. See docs/kubernetes.md."""
+
+
+def _register_env_secrets(env: object) -> None:
+    """Register the ``kube_env`` values of ``env`` (a mapping) that are long enough."""
+    if not isinstance(env, Mapping):
+        return
+    for value in env.values():
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            text = str(value)
+            if len(text) >= MIN_ENV_SECRET_LENGTH:
+                register_secret(text)
 
 
 def _log_retry(state: tenacity.RetryCallState) -> None:
