@@ -1,4 +1,4 @@
-"""Bugs a user meets, found by an adversarial review; each test is xfail until fixed."""
+"""Regression tests for bugs a user met, found in review."""
 
 from __future__ import annotations
 
@@ -25,10 +25,6 @@ BOM = "\ufeff"
 # --- CLI option values ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.schedule: click.FloatRange(min=...) lets 'nan' through; the loop then spins at 100% CPU",
-)
 @pytest.mark.parametrize("option", ["--interval", "--lease", "--reload-interval"])
 def test_schedule_refuses_nan_durations(
     option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -46,10 +42,6 @@ def test_schedule_refuses_nan_durations(
 # --- run -b/-e ----------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Dag.select: '-b A -e B' with no task between them selects nothing and `run` exits 0",
-)
 def test_run_begin_after_end_is_a_usage_error(tmp_path: Path) -> None:
     write_project(
         tmp_path,
@@ -70,11 +62,6 @@ def test_run_begin_after_end_is_a_usage_error(tmp_path: Path) -> None:
 # --- UTF-8 byte order mark ------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader.read_text decodes 'utf-8', not 'utf-8-sig': a BOM hides the .sh header, "
-    "so its inputs are silently dropped",
-)
 def test_shell_header_after_a_bom_is_read(tmp_path: Path) -> None:
     path = tmp_path / "b.sh"
     path.write_text(f"{BOM}#!/bin/bash\n# inputs: [a.sh]\necho hi\n", encoding="utf-8")
@@ -82,11 +69,6 @@ def test_shell_header_after_a_bom_is_read(tmp_path: Path) -> None:
     assert task.inputs == ("a.sh",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader.read_text keeps the BOM: the /* */ header is not found and the error "
-    "wrongly says DATABASE_URL is not listed",
-)
 def test_sql_header_after_a_bom_is_read(tmp_path: Path) -> None:
     path = tmp_path / "a.sql"
     path.write_text(f"{BOM}/*\nparameters: [DATABASE_URL]\n*/\nSELECT 1;\n", encoding="utf-8")
@@ -95,11 +77,6 @@ def test_sql_header_after_a_bom_is_read(tmp_path: Path) -> None:
     assert task.parameters == ("DATABASE_URL",)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader.read_text keeps the BOM and ast.parse refuses U+FEFF, though Python "
-    "(and the runner's import) accepts a BOM-prefixed module",
-)
 def test_python_task_with_a_bom_loads(tmp_path: Path) -> None:
     path = tmp_path / "a.py"
     path.write_text(f'{BOM}"""description: x"""\ndef run(context):\n    pass\n', "utf-8")
@@ -118,11 +95,6 @@ class _Counted:
         return "x"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader._kind repr()s the whole value before cutting it to 40 chars: a YAML alias "
-    "bomb ('retries: *a9', 9**10 items) makes validate hang and eat memory",
-)
 def test_kind_does_not_render_a_huge_value() -> None:
     _Counted.calls = 0
     value = [_Counted() for _ in range(100_000)]
@@ -134,11 +106,6 @@ def test_kind_does_not_render_a_huge_value() -> None:
 # --- secrets -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="database._mask_password masks only 'scheme://user:pw@'; a URL missing '://' is "
-    "echoed with its password",
-)
 @pytest.mark.parametrize(
     "raw",
     ["postgres//u:hunter22@h/db", "postgresql:/u:hunter22@h/db", "postgresql:u:hunter22@h/db"],
@@ -151,11 +118,6 @@ def test_unparsable_database_url_never_shows_its_password(raw: str) -> None:
     assert "hunter22" not in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='runner._connect: psycopg2\'s \'invalid dsn: missing "=" after "<dsn>"\' is passed '
-    "through redact, whose URL regex needs '://', so the password is printed",
-)
 def test_task_with_malformed_database_url_never_shows_its_password(tmp_path: Path) -> None:
     registry = write_project(
         tmp_path,
@@ -230,11 +192,6 @@ def test_bad_toleration_values_are_reported(toleration: dict[str, object]) -> No
 # --- durations the loader accepts but the scheduler cannot use ------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="loader accepts any finite retry_delay; plan.plan_run then raises OverflowError "
-    "(timedelta/datetime) every pass and the run never ends",
-)
 def test_a_huge_retry_delay_is_refused_or_planned(tmp_path: Path) -> None:
     files = {"workflow.yaml": "description: d\n", "a.yaml": "retry_delay: 1000000000000\n"}
     try:
