@@ -501,13 +501,6 @@ def task_run_output(conn: Connection, task_run_id: int) -> tuple[TaskRunRow, str
     return _task_row(row), row.output_tail
 
 
-def get_run(conn: Connection, dag_run_id: int) -> DagRunRow | None:
-    row = conn.execute(
-        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id"), {"id": dag_run_id}
-    ).one_or_none()
-    return None if row is None else _run_row(row)
-
-
 def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
     return bool(
         conn.execute(

@@ -10,8 +10,4 @@ from workflows_tick.managers.base import (
     TaskManager,
 )
 
-__all__ = ["Launch", "Outcome", "PollResult", "RunningTaskRun", "TaskManager", "manager_names"]
-
-
-def manager_names() -> list[str]:
-    return ["worker", "kubernetes"]
+__all__ = ["Launch", "Outcome", "PollResult", "RunningTaskRun", "TaskManager"]
