@@ -15,36 +15,43 @@ import platform
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # run as `python benchmarks/reliability/<script>.py`
+    sys.path.insert(0, str(REPO))
+
+from tests.support import (  # noqa: E402
+    LEDGER_TABLE,
+    LEDGER_TASK,
+    descendants,
+    processes_matching,
+    query,
+    still_alive,
+    wait_for,
+    workflows,
+)
+from tests.support import write_project as _write_project  # noqa: E402
+
+__all__ = [
+    "LEDGER_TABLE",
+    "LEDGER_TASK",
+    "descendants",
+    "processes_matching",
+    "query",
+    "still_alive",
+    "wait_for",
+    "workflows",
+]
+
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-
-LEDGER_TASK = '''"""
-parameters: [DATABASE_URL, WORKFLOWS_TASK_RUN_ID, WORKFLOWS_ATTEMPT]
-{extra}
-"""
-import os
-import time
-
-
-def run(context):
-    {body}
-    with context["conn"].cursor() as cur:
-        cur.execute(
-            "INSERT INTO ledger (task_run_id, attempt, pid) VALUES (%s, %s, %s)",
-            (context["WORKFLOWS_TASK_RUN_ID"], context["WORKFLOWS_ATTEMPT"], os.getpid()),
-        )
-'''
-
-LEDGER_TABLE = "CREATE TABLE IF NOT EXISTS ledger (task_run_id bigint, attempt int, pid int)"
 
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,51 +104,20 @@ def migrate(url: str) -> None:
     query(url, LEDGER_TABLE)
 
 
-def query(url: str, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url, connect_timeout=5)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
 def scalar(url: str, sql: str, params: Sequence[Any] | None = None) -> Any:
     return query(url, sql, params)[0][0]
 
 
 def write_project(root: Path, dags: dict[str, dict[str, str]]) -> str:
     """Write ``{dag: {file: text}}`` under ``root`` with a config.py; return the config path."""
-    for dag, files in dags.items():
-        folder = root / dag
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            (folder / name).write_text(textwrap.dedent(content))
-    config = root / "config.py"
-    config.write_text(
-        "import os\nfrom workflows_tick import dags\n"
-        "DAGS = dags.register_directory(os.path.dirname(__file__))\n"
-    )
-    return str(config)
+    _write_project(root, dags)
+    return str(root / "config.py")
 
 
 def environment(url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("WORKFLOWS_DATABASE_URL",)}
     env["DATABASE_URL"] = url
     return env
-
-
-def workflows(
-    config: str, *args: str, env: dict[str, str], timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows_tick", config, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def start_scheduler(
@@ -174,32 +150,6 @@ def stop(processes: Sequence[subprocess.Popen[bytes]], sig: int = signal.SIGTERM
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
-    """Seconds until ``check()`` held; raise TimeoutError after ``timeout``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if check():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def processes_matching(text: str) -> list[int]:
-    """Pids whose command line contains ``text``."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z" and text in cmdline:
-            found.append(int(proc.name))
-    return found
 
 
 def machine() -> str:
@@ -247,47 +197,6 @@ def report(title: str, counts: dict[str, Any], ok: bool) -> None:
     for key, value in counts.items():
         print(f"{key.ljust(width)}  {value}")
     print(f"RESULT: {'PASS' if ok else 'FAIL'}")
-
-
-def _stat(pid: int) -> tuple[int, str, int] | None:
-    """(parent pid, state, start time in clock ticks) of ``pid``, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return int(fields[1]), fields[0], int(fields[19])
-
-
-def descendants(root: int) -> dict[int, int]:
-    """Every live descendant of ``root``: pid -> start time (to tell a reused pid apart)."""
-    parents: dict[int, list[int]] = {}
-    starts: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        info = _stat(int(entry.name))
-        if info is None or info[1] == "Z":
-            continue
-        parents.setdefault(info[0], []).append(int(entry.name))
-        starts[int(entry.name)] = info[2]
-    found: dict[int, int] = {}
-    todo = [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found[child] = starts[child]
-                todo.append(child)
-    return found
-
-
-def still_alive(processes: dict[int, int]) -> list[int]:
-    """The pids of ``processes`` (pid -> start time) that still run (zombies count as gone)."""
-    alive = []
-    for pid, start in processes.items():
-        info = _stat(pid)
-        if info is not None and info[1] != "Z" and info[2] == start:
-            alive.append(pid)
-    return alive
 
 
 def command_line(pid: int) -> str:

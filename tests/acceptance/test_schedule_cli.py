@@ -6,61 +6,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import psycopg2
 import pytest
 
-from tests.support import write_project
+from tests.support import (
+    LEDGER_TABLE,
+    LEDGER_TASK,
+    processes_matching,
+    query,
+    wait_for,
+    workflows,
+    write_project,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "config.py"
-
-LEDGER_TASK = '''"""
-parameters: [DATABASE_URL, WORKFLOWS_TASK_RUN_ID, WORKFLOWS_ATTEMPT]
-{extra}
-"""
-import os
-import time
-
-
-def run(context):
-    {body}
-    with context["conn"].cursor() as cur:
-        cur.execute(
-            "INSERT INTO ledger (task_run_id, attempt, pid) VALUES (%s, %s, %s)",
-            (context["WORKFLOWS_TASK_RUN_ID"], context["WORKFLOWS_ATTEMPT"], os.getpid()),
-        )
-'''
-
-
-def workflows(
-    *args: str, env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows_tick", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def query(url: str, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(sql)
-        rows = cur.fetchall() if cur.description else []
-    conn.close()
-    return rows
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_trigger_then_schedule_worker_runs_the_example(
@@ -181,7 +141,7 @@ def _start(config: str, env: dict[str, str], *extra: str) -> subprocess.Popen[st
 def test_many_schedulers_never_duplicate_runs_or_attempts(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    query(database_url, "CREATE TABLE ledger (task_run_id bigint, attempt int, pid int)")
+    query(database_url, LEDGER_TABLE)
     config = _ledger_project(tmp_path, dags=6)
     schedulers = [_start(config, subprocess_env, "--concurrency", "2") for _ in range(4)]
     try:
@@ -227,7 +187,7 @@ def test_many_schedulers_never_duplicate_runs_or_attempts(
 def test_a_scheduler_killed_mid_task_is_recovered_by_another(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    query(database_url, "CREATE TABLE ledger (task_run_id bigint, attempt int, pid int)")
+    query(database_url, LEDGER_TABLE)
     config = _ledger_project(
         tmp_path,
         dags=1,
@@ -267,19 +227,7 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
     # The first attempt's process died with its scheduler: it never reached the ledger,
     # and no process of it is left behind.
     assert sorted(query(database_url, "SELECT attempt FROM ledger")) == [(1,), (2,)]
-    assert _processes_running(f"{config} run dag0 -o first.py") == []
-
-
-def _processes_running(command: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if command in cmdline:
-            found.append(int(proc.name))
-    return found
+    assert processes_matching(f"{config} run dag0 -o first.py") == []
 
 
 def test_sigterm_stops_the_running_task_and_records_it_failed(
@@ -303,7 +251,7 @@ def test_sigterm_stops_the_running_task_and_records_it_failed(
     assert query(database_url, "SELECT status, error FROM task_run") == [
         ("failed", "stopped by scheduler shutdown (SIGTERM)")
     ]
-    assert _processes_running("sleep 61.25") == []  # the shell task's own processes too
+    assert processes_matching("sleep 61.25") == []  # the shell task's own processes too
 
 
 @pytest.mark.slow
@@ -316,10 +264,10 @@ def test_a_killed_scheduler_leaves_no_shell_task_behind(
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
     proc = _start(config, subprocess_env)
-    wait_for(lambda: _processes_running("sleep 62.75") != [], what="the task to start")
+    wait_for(lambda: processes_matching("sleep 62.75") != [], what="the task to start")
     proc.kill()
     proc.communicate(timeout=10)
-    wait_for(lambda: _processes_running("sleep 62.75") == [], timeout=10, what="the task to die")
+    wait_for(lambda: processes_matching("sleep 62.75") == [], timeout=10, what="the task to die")
 
 
 def test_sigint_lets_the_running_task_finish(

@@ -41,7 +41,7 @@ def _project(tmp_path: Path) -> str:
         {
             "crash_python": {
                 "workflow.yaml": "description: x\n",
-                "work.py": LEDGER_TASK.format(body=body),
+                "work.py": LEDGER_TASK.format(body=body, extra=""),
             },
             "crash_shell": {
                 "workflow.yaml": "description: x\n",
