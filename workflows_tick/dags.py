@@ -188,6 +188,7 @@ class DagRegistry:
         self.root = root
         self.worker_config: dict[str, Any] = {}
         self._names = _scan(root)
+        self._known = frozenset(self._names)
         self._loaded: dict[str, Dag | DagLoadError] = {}
         self.generation = 0
         """Incremented by every :meth:`reload`, for caches derived from the DAGs."""
@@ -196,7 +197,7 @@ class DagRegistry:
         return list(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names
+        return name in self._known
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -215,7 +216,7 @@ class DagRegistry:
 
     def load(self, name: str) -> Dag | DagLoadError:
         """The DAG or the error that stops it from loading."""
-        if name not in self._names:
+        if name not in self._known:
             raise UnknownDagError(name, self._names)
         if name not in self._loaded:
             from workflows_tick.loader import load_dag
@@ -271,6 +272,7 @@ class DagRegistry:
     def reload(self) -> None:
         """Forget what was loaded and scan the folder again."""
         self._names = _scan(self.root)
+        self._known = frozenset(self._names)
         self._loaded.clear()
         self.generation += 1
 
