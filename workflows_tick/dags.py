@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workflows_tick.errors import DagLoadError, UnknownDagError, UnknownTaskError, UsageError
+from workflows_tick.hooks import Hook
 
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_DELAY = 0.0
@@ -187,6 +188,8 @@ class DagRegistry:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.worker_config: dict[str, Any] = {}
+        self.hooks: list[Hook] = []
+        """Called on events (see :mod:`workflows_tick.hooks`), in registration order."""
         self._names = _scan(root)
         self._known = frozenset(self._names)
         self._loaded: dict[str, Dag | DagLoadError] = {}
@@ -195,6 +198,10 @@ class DagRegistry:
 
     def names(self) -> list[str]:
         return list(self._names)
+
+    def register_hook(self, hook: Hook) -> None:
+        """Call ``hook(event, **kwargs)`` on every event (dag-workflows' API)."""
+        self.hooks.append(hook)
 
     def __contains__(self, name: object) -> bool:
         return name in self._known
