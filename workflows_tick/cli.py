@@ -171,6 +171,15 @@ def list_dags(obj: Context) -> None:
     envvar="WORKFLOWS_RELOAD_INTERVAL",
     help="Seconds between checks of the DAG folder for edits.",
 )
+@click.option(
+    "--hook-timeout",
+    type=click.FloatRange(min=0.01),
+    callback=_finite,
+    default=10.0,
+    show_default=True,
+    envvar="WORKFLOWS_HOOK_TIMEOUT",
+    help="Seconds an event hook may run before it counts as failed (and is retried).",
+)
 @pass_ctx
 def schedule(
     obj: Context,
@@ -182,6 +191,7 @@ def schedule(
     max_running: int,
     lease: float,
     reload_interval: float,
+    hook_timeout: float,
 ) -> None:
     """Run the scheduler with the worker or kubernetes task manager.
 
@@ -202,6 +212,7 @@ def schedule(
         max_running=max_running,
         lease_seconds=lease,
         reload_seconds=reload_interval,
+        hook_timeout=hook_timeout,
     )
     run_scheduler(obj.registry, options)
 

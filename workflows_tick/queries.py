@@ -511,3 +511,161 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
             {"names": list(dag_names)},
         ).scalar_one()
     )
+
+
+# --- events (the outbox) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    created_at: datetime
+    kind: str
+    dag_run_id: int
+    task_run_id: int | None
+    dag_name: str
+    task_name: str | None
+    attempt: int | None
+    status: str
+    attempts: int
+    done: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EventUpdate:
+    """How one delivery attempt of an event ended."""
+
+    id: int
+    done: tuple[str, ...]
+    delivered: bool
+    given_up: bool
+    retry_in: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's task runs, for integrations: how many, how many failed, the last failure."""
+
+    count: int
+    error_count: int
+    failed_task: str | None
+    failed_error: str | None
+
+
+def claim_events(conn: Connection, limit: int) -> list[EventRow]:
+    """Lock the oldest events due for delivery; ones another scheduler holds are skipped.
+
+    The locks last until the caller's transaction ends, so while one scheduler
+    delivers an event no other one can.
+    """
+    rows = conn.execute(
+        text(
+            "SELECT id, created_at, kind, dag_run_id, task_run_id, dag_name, task_name, attempt, "
+            "status, attempts, done FROM event "
+            "WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= now() "
+            "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+        ),
+        {"limit": limit},
+    )
+    return [
+        EventRow(
+            id=r.id,
+            created_at=r.created_at,
+            kind=r.kind,
+            dag_run_id=r.dag_run_id,
+            task_run_id=r.task_run_id,
+            dag_name=r.dag_name,
+            task_name=r.task_name,
+            attempt=r.attempt,
+            status=r.status,
+            attempts=r.attempts,
+            done=tuple(r.done),
+        )
+        for r in rows
+    ]
+
+
+def update_events(conn: Connection, updates: Sequence[EventUpdate]) -> None:
+    """Record delivery attempts: delivered, given up, or due again after ``retry_in`` s."""
+    if not updates:
+        return
+    conn.execute(
+        text(
+            "UPDATE event e SET attempts = e.attempts + 1, done = v.done, "
+            "delivered_at = CASE WHEN v.delivered THEN now() END, "
+            "given_up_at = CASE WHEN v.given_up THEN now() END, "
+            "next_attempt_at = now() + make_interval(secs => v.retry_in), last_error = v.error "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, done text[], "
+            "delivered boolean, given_up boolean, retry_in double precision, error text) "
+            "WHERE e.id = v.id"
+        ),
+        {
+            "rows": json.dumps(
+                [
+                    {
+                        "id": u.id,
+                        "done": list(u.done),
+                        "delivered": u.delivered,
+                        "given_up": u.given_up,
+                        "retry_in": u.retry_in,
+                        "error": _short(u.error),
+                    }
+                    for u in updates
+                ]
+            )
+        },
+    )
+
+
+def runs_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, DagRunRow]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(ids)},
+    )
+    return {r.id: _run_row(r) for r in rows}
+
+
+def task_runs_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, TaskRunRow]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        text(f"SELECT {_TASK_COLUMNS} FROM task_run WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(ids)},
+    )
+    return {r.id: _task_row(r) for r in rows}
+
+
+def run_summaries(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, RunSummary]:
+    if not dag_run_ids:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT t.dag_run_id, count(*) AS tasks, "
+            "count(*) FILTER (WHERE t.status = 'failed') AS error_count, "
+            "(array_agg(t.task_name ORDER BY t.ended_at DESC NULLS LAST, t.id DESC) "
+            "FILTER (WHERE t.status = 'failed'))[1] AS failed_task, "
+            "(array_agg(t.error ORDER BY t.ended_at DESC NULLS LAST, t.id DESC) "
+            "FILTER (WHERE t.status = 'failed'))[1] AS failed_error "
+            "FROM task_run t WHERE t.dag_run_id = ANY(CAST(:ids AS bigint[])) "
+            "GROUP BY t.dag_run_id"
+        ),
+        {"ids": list(dag_run_ids)},
+    )
+    summaries = {i: RunSummary(0, 0, None, None) for i in dag_run_ids}
+    for r in rows:
+        summaries[r.dag_run_id] = RunSummary(
+            int(r.tasks), int(r.error_count), r.failed_task, r.failed_error
+        )
+    return summaries
+
+
+def prune_delivered_events(conn: Connection, before: datetime) -> int:
+    """Delete events delivered or given up before ``before``; how many."""
+    result = conn.execute(
+        text("DELETE FROM event WHERE (delivered_at < :before OR given_up_at < :before)"),
+        {"before": before},
+    )
+    return result.rowcount

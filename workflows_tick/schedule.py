@@ -24,10 +24,14 @@ from tenacity import (
     wait_exponential,
 )
 
+from workflows_tick.counters import COUNTERS
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import WorkflowsError
+from workflows_tick.events import Sink, hook_sinks
+from workflows_tick.hooks import DEFAULT_HOOK_TIMEOUT_SECONDS
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import TaskManager
+from workflows_tick.outbox import DeliveryThread, Outbox
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ class SchedulerOptions:
     max_running: int = 20
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
 
 
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
@@ -57,6 +62,12 @@ def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -
     from workflows_tick.managers.kubernetes import KubernetesTaskManager
 
     return KubernetesTaskManager(registry, max_running=options.max_running)
+
+
+def build_sinks(registry: DagRegistry, ticker: Ticker, options: SchedulerOptions) -> list[Sink]:
+    """Where this scheduler delivers events: the registry's hooks, in registration order."""
+    sinks: list[Sink] = [*hook_sinks(registry.hooks, lambda: ticker.dags, options.hook_timeout)]
+    return sinks
 
 
 def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
@@ -156,9 +167,15 @@ class Loop:
         self._fingerprint = registry.fingerprint()
         self._checked_at = time.monotonic()
         self._woken = threading.Event()
+        self.outbox = Outbox(engine, build_sinks(registry, self.ticker, options))
+        self.delivery = DeliveryThread(self.outbox)
+        self.last_pass_at: float | None = None
+        """``time.monotonic()`` when the last pass completed (for health checks)."""
 
     def run(self) -> int:
         """Drive passes until done or signalled; the number of passes that failed."""
+        if not self.options.once:
+            self.delivery.start()
         with self._signals():
             if self.options.once:
                 self._once()
@@ -174,11 +191,18 @@ class Loop:
             result: PassResult = _with_reconnect(self.ticker.run_pass, self._terminating)
         except Exception:
             self.failed_passes += 1
+            COUNTERS.add("failed_passes")
             if self._terminating.is_set():
                 log.warning("stopping while the database is unreachable")
             else:
                 log.exception("the pass failed; the next one starts afresh from the database")
             return PassResult(failed=True)
+        self.last_pass_at = time.monotonic()
+        COUNTERS.add("passes")
+        COUNTERS.add("launch_failures", result.failed_launches)
+        COUNTERS.add("expired_leases", result.expired)
+        if result.did_work:
+            self.delivery.wake()
         return result
 
     def _once(self) -> None:
@@ -251,6 +275,16 @@ class Loop:
         self._woken.clear()
 
     def _shutdown(self) -> None:
+        self._shutdown_tasks()
+        # Deliver what this scheduler's last passes produced, within a bound; what is
+        # left waits in the outbox for the next scheduler.
+        self.delivery.stop()
+        try:
+            self.outbox.drain()
+        except Exception as exc:
+            log.warning("cannot deliver the last events: %s", redact(str(exc).split("\n")[0]))
+
+    def _shutdown_tasks(self) -> None:
         kill = self.stop_signal == signal.SIGTERM
         if self.manager.in_flight():
             log.info(
