@@ -143,6 +143,7 @@ class Event(Base):
             postgresql_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
         ),
         Index("ix_event_dag_run_id", "dag_run_id"),
+        Index("ix_event_given_up", "id", postgresql_where=text("given_up_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -190,8 +190,15 @@ class Outbox:
 class DeliveryThread:
     """Runs :meth:`Outbox.deliver_due` in the background, woken after each pass."""
 
-    def __init__(self, outbox: Outbox, poll_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        housekeeping: Callable[[], None] = lambda: None,
+    ) -> None:
         self.outbox = outbox
+        self.housekeeping = housekeeping
+        """Called before each round of deliveries (e.g. to sync Cronitor's monitors)."""
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -214,6 +221,7 @@ class DeliveryThread:
         failures = 0
         while not self._stop.is_set():
             try:
+                self.housekeeping()
                 handled = self.outbox.deliver_due()
                 failures = 0
             except Exception as exc:

@@ -669,3 +669,162 @@ def prune_delivered_events(conn: Connection, before: datetime) -> int:
         {"before": before},
     )
     return result.rowcount
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DagGauges:
+    """What ``/metrics`` reports per DAG (``None``: never happened)."""
+
+    dag_name: str
+    last_status: RunStatus | None
+    last_ended_at: datetime | None
+    last_success_at: datetime | None
+    schedule_delay: float | None
+    """Seconds from the last scheduled run's fire time to its creation."""
+
+
+@dataclass(frozen=True)
+class Gauges:
+    runs: dict[tuple[str, str], int]
+    """Runs by (DAG, status)."""
+    dags: list[DagGauges]
+    next_fire: dict[str, datetime]
+    task_runs_waiting: int
+    task_runs_running: int
+    oldest_startable_since: datetime | None
+    """``not_before`` of the oldest waiting task run that may start now."""
+    events_undelivered: int
+    events_given_up: int
+    now: datetime
+
+
+# Distinct DAG names by skipping through the (dag_name, id) index: one probe per DAG
+# instead of a scan of the whole history.
+_DAG_NAMES = (
+    "WITH RECURSIVE names AS ("
+    "(SELECT dag_name FROM dag_run ORDER BY dag_name LIMIT 1) UNION ALL "
+    "SELECT (SELECT r.dag_name FROM dag_run r WHERE r.dag_name > n.dag_name "
+    "ORDER BY r.dag_name LIMIT 1) FROM names n WHERE n.dag_name IS NOT NULL) "
+)
+
+
+def metric_gauges(conn: Connection) -> Gauges:
+    """Everything the metrics gauges show, read from the tables (a few index probes per DAG)."""
+    dag_rows = conn.execute(
+        text(
+            _DAG_NAMES + "SELECT n.dag_name, last.status, last.ended_at, ok.ended_at AS success, "
+            "sched.delay FROM names n "
+            "LEFT JOIN LATERAL (SELECT status, ended_at FROM dag_run WHERE dag_name = n.dag_name "
+            "AND status <> 'running' ORDER BY id DESC LIMIT 1) last ON true "
+            "LEFT JOIN LATERAL (SELECT ended_at FROM dag_run WHERE dag_name = n.dag_name "
+            "AND status = 'succeeded' ORDER BY id DESC LIMIT 1) ok ON true "
+            "LEFT JOIN LATERAL (SELECT extract(epoch FROM created_at - scheduled_for) AS delay "
+            "FROM dag_run WHERE dag_name = n.dag_name AND scheduled_for IS NOT NULL "
+            "ORDER BY scheduled_for DESC LIMIT 1) sched ON true "
+            "WHERE n.dag_name IS NOT NULL ORDER BY n.dag_name"
+        )
+    )
+    dags = [
+        DagGauges(
+            dag_name=r.dag_name,
+            last_status=RunStatus(r.status) if r.status is not None else None,
+            last_ended_at=r.ended_at,
+            last_success_at=r.success,
+            schedule_delay=float(r.delay) if r.delay is not None else None,
+        )
+        for r in dag_rows
+    ]
+    runs = {
+        (r.dag_name, r.status): int(r.n)
+        for r in conn.execute(
+            text("SELECT dag_name, status, count(*) AS n FROM dag_run GROUP BY 1, 2")
+        )
+    }
+    row = conn.execute(
+        text(
+            "SELECT now() AS now, "
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting') AS waiting, "
+            "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
+            "(SELECT min(not_before) FROM task_run WHERE status = 'waiting' "
+            "AND not_before <= now()) AS oldest, "
+            "(SELECT count(*) FROM event WHERE delivered_at IS NULL AND given_up_at IS NULL) "
+            "AS undelivered, "
+            "(SELECT count(*) FROM event WHERE given_up_at IS NOT NULL) AS given_up"
+        )
+    ).one()
+    next_fire = {
+        r.dag_name: r.next_fire_at
+        for r in conn.execute(text("SELECT dag_name, next_fire_at FROM dag_schedule"))
+    }
+    return Gauges(
+        runs=runs,
+        dags=dags,
+        next_fire=next_fire,
+        task_runs_waiting=int(row.waiting),
+        task_runs_running=int(row.running),
+        oldest_startable_since=row.oldest,
+        events_undelivered=int(row.undelivered),
+        events_given_up=int(row.given_up),
+        now=row.now,
+    )
+
+
+def ping(conn: Connection) -> None:
+    """A round trip to the database (for health checks)."""
+    conn.execute(text("SELECT 1"))
+
+
+# --- Cronitor sync state ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncedMonitor:
+    key: str
+    dag_name: str
+    spec: dict[str, Any]
+
+
+def try_lock(conn: Connection, name: str) -> bool:
+    """Take a transaction-level advisory lock if free; False if another holds it."""
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": name}
+        ).scalar_one()
+    )
+
+
+def synced_monitors(conn: Connection) -> dict[str, SyncedMonitor]:
+    rows = conn.execute(text("SELECT key, dag_name, spec FROM cronitor_monitor"))
+    return {r.key: SyncedMonitor(r.key, r.dag_name, dict(r.spec)) for r in rows}
+
+
+def save_synced_monitors(
+    conn: Connection, monitors: Sequence[tuple[str, str, Mapping[str, Any]]]
+) -> None:
+    """Remember monitors as sent: (key, DAG name, spec)."""
+    if monitors:
+        conn.execute(
+            text(
+                "INSERT INTO cronitor_monitor (key, dag_name, spec, synced_at) "
+                "SELECT v.key, v.dag_name, v.spec, now() "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(key text, dag_name text, spec jsonb) "
+                "ON CONFLICT (key) DO UPDATE SET dag_name = excluded.dag_name, "
+                "spec = excluded.spec, synced_at = excluded.synced_at"
+            ),
+            {
+                "rows": json.dumps(
+                    [{"key": k, "dag_name": d, "spec": dict(s)} for k, d, s in monitors]
+                )
+            },
+        )
+
+
+def forget_synced_monitors(conn: Connection, keys: Sequence[str]) -> None:
+    if keys:
+        conn.execute(
+            text("DELETE FROM cronitor_monitor WHERE key = ANY(CAST(:keys AS text[]))"),
+            {"keys": list(keys)},
+        )

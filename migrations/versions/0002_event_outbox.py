@@ -117,6 +117,13 @@ def upgrade() -> None:
         unique=False,
         postgresql_where=sa.text("delivered_at IS NULL AND given_up_at IS NULL"),
     )
+    op.create_index(
+        "ix_event_given_up",
+        "event",
+        ["id"],
+        unique=False,
+        postgresql_where=sa.text("given_up_at IS NOT NULL"),
+    )
     op.create_table(
         "cronitor_monitor",
         sa.Column("key", sa.Text(), nullable=False),
@@ -143,6 +150,11 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION workflows_task_run_events()")
     op.execute("DROP FUNCTION workflows_dag_run_events()")
     op.drop_table("cronitor_monitor")
+    op.drop_index(
+        "ix_event_given_up",
+        table_name="event",
+        postgresql_where=sa.text("given_up_at IS NOT NULL"),
+    )
     op.drop_index(
         "ix_event_pending",
         table_name="event",
