@@ -149,9 +149,9 @@ class Event(Base):
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(TZ, server_default=text("now()"))
     kind: Mapped[str] = mapped_column(Text)
-    dag_run_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("dag_run.id", ondelete="CASCADE")
-    )
+    dag_run_id: Mapped[int] = mapped_column(BigInteger)
+    """No foreign key: writing an event must take no lock on its run (a pass holds
+    runs locked while others record their task runs' outcomes)."""
     task_run_id: Mapped[int | None] = mapped_column(BigInteger)
     dag_name: Mapped[str] = mapped_column(Text)
     task_name: Mapped[str | None] = mapped_column(Text)

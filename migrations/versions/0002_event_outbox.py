@@ -101,12 +101,6 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("given_up_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["dag_run_id"],
-            ["dag_run.id"],
-            name=op.f("fk_event_dag_run_id_dag_run"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_event")),
     )
     op.create_index("ix_event_dag_run_id", "event", ["dag_run_id"], unique=False)
