@@ -9,11 +9,12 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.fake_cronitor import FakeCronitor
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick.cronitor_monitoring import CronitorSettings, CronitorSink, sync_monitors
 from workflows_tick.dags import DagRegistry
 from workflows_tick.outbox import Outbox
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 HOURLY = "description: x\nschedule: '0 * * * *'\ntimezone: Europe/Paris\n"

@@ -11,12 +11,13 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick.dags import DagRegistry
 from workflows_tick.events import hook_sinks
 from workflows_tick.hooks import Event
 from workflows_tick.outbox import Outbox
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 FLAKY = {

@@ -13,12 +13,13 @@ import sqlalchemy
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick import metrics
 from workflows_tick.counters import Counters
 from workflows_tick.health import LoopHealth, check_loop, stale_after
 from workflows_tick.metrics_server import MetricsServer
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 DAG = {"workflow.yaml": "description: x\nschedule: '0 * * * *'\n", "a.yaml": "type: no_op\n"}
