@@ -157,6 +157,27 @@ def test_bad_config_paths(tmp_path: Path) -> None:
     assert "no such config module" in line
 
 
+@pytest.mark.parametrize("command", [["list"], ["run", "d"]])
+def test_a_failing_config_is_one_line_without_the_database_password(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "config.py").write_text(
+        "import os\nraise RuntimeError('cannot reach ' + os.environ['DATABASE_URL'])\n"
+    )
+    env = {"DATABASE_URL": "postgresql://u:hunter22@127.0.0.1:1/db"}
+    result = workflows("config.py", *command, env=env, cwd=tmp_path)
+    line = one_line_error(result, 2)
+    assert line.startswith("workflows: config.py: importing the config failed")
+    assert "hunter22" not in result.stderr
+
+
+def test_a_config_error_over_several_lines_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.py").write_text("raise RuntimeError('first\\nsecond')\n")
+    result = workflows("config.py", "list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
 def test_validate_reports_every_problem_of_the_corpus() -> None:
     result = workflows(CORPUS / "config.py", "validate")
     assert result.returncode == 1

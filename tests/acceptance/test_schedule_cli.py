@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -101,6 +102,16 @@ def test_trigger_mistakes_are_one_line(subprocess_env: dict[str, str]) -> None:
     unknown = workflows(str(EXAMPLES), "trigger", "nope", env=subprocess_env)
     assert unknown.returncode == 2 and "known DAGs: fan_out" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_a_parameter_value_that_is_not_utf8_is_one_line_that_hides_the_value(
+    subprocess_env: dict[str, str],
+) -> None:
+    value = os.fsdecode(b"TOKEN=s3cret\xff")  # passed to the command as those bytes
+    done = workflows(str(EXAMPLES), "trigger", "hello", "-p", value, env=subprocess_env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("workflows: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "s3cret" not in done.stderr
 
 
 def _ledger_project(

@@ -92,6 +92,9 @@ def test_display_url_hides_the_password() -> None:
         f"postgres://app:{SECRET}@with@at@h/db",
         f"mysql://app:{SECRET}@h/db",
         f"postgres://app@h:x/db?password={SECRET}&sslmode=require",
+        f"postgres//app:{SECRET}@h/db",
+        f"postgresql:/app:{SECRET}@h/db",
+        f"postgresql:app:{SECRET}@h/db",
     ],
 )
 def test_bad_url_error_hides_the_password(given: str) -> None:

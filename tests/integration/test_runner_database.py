@@ -190,3 +190,21 @@ def test_connection_errors_never_show_the_password(tmp_path: Path) -> None:
         run(dag, url)
     assert "cannot connect" in str(info.value)
     assert "hunter2secret" not in str(info.value)
+
+
+def test_a_malformed_database_url_never_shows_its_password(tmp_path: Path) -> None:
+    dag = project(tmp_path, {"a.sql": sql_task("SELECT 1;")})
+    with pytest.raises(TaskFailed) as info:
+        run(dag, "postgres//someone:hunter2secret@h/db")
+    assert "hunter2secret" not in str(info.value)
+
+
+def test_a_timeout_over_the_server_limit_in_milliseconds_still_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    # 2,600,000 s is 2.6e9 ms, more than PostgreSQL's statement_timeout accepts
+    # (2^31 - 1 ms); the loader takes it (under a year), so the runner must too.
+    dag = project(tmp_path, {"a.sql": sql_task("CREATE TABLE ran (x int);", "timeout: 2600000\n")})
+    assert dag.task("a.sql").timeout == 2600000
+    run(dag, database_url)
+    assert exists(database_url, "ran")

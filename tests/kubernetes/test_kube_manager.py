@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tests.kubernetes.conftest import Clock
+from workflows_tick import logs
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import KubernetesPermissionError, LaunchError
 from workflows_tick.kube_backend import (
@@ -358,6 +359,17 @@ def test_kube_env_values_never_reach_errors_or_logs(
         h.launch("etl", "load.yaml", 2)
     assert secret not in str(info.value)
     assert secret not in caplog.text
+
+
+def test_plain_kube_env_values_do_not_mask_log_lines(
+    project: Callable[..., DagRegistry], clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only secrets are masked in logs: an ordinary value such as INFO is not one.
+    monkeypatch.setattr(logs, "_SECRETS", set())
+    Harness(project(DAGS, kube_image="img", kube_env={"LOG_LEVEL": "INFO"}), clock)
+    record = logging.LogRecord("workflows_tick.tick", logging.INFO, "x", 1, "pass", None, None)
+    line = logs._RedactingFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert line == "INFO workflows_tick.tick: pass"
 
 
 def test_missing_image_is_a_launch_error(project: Callable[..., DagRegistry], clock: Clock) -> None:
