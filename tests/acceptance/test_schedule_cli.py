@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -213,7 +212,10 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
         ),
         what="the first attempt to start",
     )
-    time.sleep(0.5)
+    wait_for(
+        lambda: processes_matching(f"{config} run dag0 -o first.py") != [],
+        what="the first attempt's process",
+    )
     first.kill()  # kill -9: no chance to clean up
     first.communicate(timeout=10)
     second = _start(config, subprocess_env, "--lease", "2")
@@ -306,23 +308,27 @@ def test_sigint_lets_the_running_task_finish(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    # The running task finished; nothing new was started (the next task waits for a scheduler).
-    assert query(database_url, "SELECT task_name, status FROM task_run ORDER BY id") in (
-        [("slow.sh", "succeeded")],
-        [("slow.sh", "succeeded"), ("next.yaml", "waiting")],
-    )
+    # The running task finished and was recorded, which made the next task due; it was
+    # not started: it waits for a scheduler.
+    assert query(database_url, "SELECT task_name, status FROM task_run ORDER BY id") == [
+        ("slow.sh", "succeeded"),
+        ("next.yaml", "waiting"),
+    ]
 
 
 def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    write_project(
-        tmp_path, {"old": {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}}
-    )
+    # Scheduled (yearly), so that the first pass records the DAG's cursor.
+    old = {"workflow.yaml": "description: x\nschedule: '0 0 1 1 *'\n", "a.yaml": "type: no_op\n"}
+    write_project(tmp_path, {"old": old})
     config = str(tmp_path / "config.py")
     proc = _start(config, subprocess_env, "--reload-interval", "0.2")
     try:
-        time.sleep(1)
+        wait_for(
+            lambda: query(database_url, "SELECT dag_name FROM dag_schedule") == [("old",)],
+            what="the scheduler's first pass",
+        )
         write_project(
             tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
         )

@@ -287,9 +287,16 @@ def test_unlabelled_and_foreign_pods_are_ignored(harness: Harness) -> None:
     assert ("default", "other") in harness.backend.pods
 
 
-def test_existing_pod_is_adopted(harness: Harness) -> None:
-    harness.backend.fail_next["create"] = [KubeConflict(409, "AlreadyExists", "exists")]
-    harness.launch("etl", "load.yaml", 1)  # does not raise
+def test_existing_pod_is_adopted(harness: Harness, clock: Clock) -> None:
+    host = harness.launch("etl", "load.yaml", 1)
+    # A scheduler that restarts before it recorded the start creates the pod again.
+    harness.manager = KubernetesTaskManager(
+        harness.registry, max_running=5, backend=harness.backend, clock=clock, retry_wait=0
+    )
+    assert harness.launch("etl", "load.yaml", 1) == host  # the 409 is no launch error
+    assert [c[0] for c in harness.backend.calls] == ["create", "create"]
+    assert list(harness.backend.pods) == [("default", host)]
+    assert harness.poll() == ({}, [1])
 
 
 def test_create_retries_transient_errors_then_adopts(harness: Harness) -> None:

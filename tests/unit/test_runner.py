@@ -127,8 +127,11 @@ def test_missing_parameters_stop_before_anything_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_no_op_does_nothing(tmp_path: Path) -> None:
-    run_all(project(tmp_path, {"a.yaml": ""}))
+def test_no_op_does_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    dag = project(tmp_path, {"a.yaml": ""})
+    assert dag.task("a.yaml").type is dags.TaskType.NO_OP
+    run_all(dag)
+    assert capfd.readouterr() == ("", "")
 
 
 def test_task_environment_is_minimal() -> None:
