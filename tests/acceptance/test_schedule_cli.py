@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from tests.support import (
     LEDGER_TASK,
     processes_matching,
     query,
+    start_scheduler,
     wait_for,
     workflows,
     write_project,
@@ -127,33 +126,16 @@ def _ledger_project(
     return str(tmp_path / "config.py")
 
 
-def _start(config: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workflows_tick",
-            config,
-            "schedule",
-            "worker",
-            "--interval",
-            "0.2",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_many_schedulers_never_duplicate_runs_or_attempts(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
     query(database_url, LEDGER_TABLE)
     config = _ledger_project(tmp_path, dags=6)
-    schedulers = [_start(config, subprocess_env, "--concurrency", "2") for _ in range(4)]
+    schedulers = [
+        start_scheduler(config, subprocess_env, "--interval", "0.2", "--concurrency", "2")
+        for _ in range(4)
+    ]
     try:
         for i in range(30):
             workflows(config, "trigger", f"dag{i % 6}", env=subprocess_env)
@@ -204,7 +186,7 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
         body="time.sleep(30 if context['WORKFLOWS_ATTEMPT'] == '1' and __file__.endswith('first.py') else 0)",
         schedule=False,
     )
-    first = _start(config, subprocess_env, "--lease", "2")
+    first = start_scheduler(config, subprocess_env, "--interval", "0.2", "--lease", "2")
     run_id = int(workflows(config, "trigger", "dag0", env=subprocess_env).stdout)
     wait_for(
         lambda: (
@@ -218,7 +200,7 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
     )
     first.kill()  # kill -9: no chance to clean up
     first.communicate(timeout=10)
-    second = _start(config, subprocess_env, "--lease", "2")
+    second = start_scheduler(config, subprocess_env, "--interval", "0.2", "--lease", "2")
     try:
         wait_for(
             lambda: (
@@ -251,7 +233,7 @@ def test_sigterm_stops_the_running_task_and_records_it_failed(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(
         lambda: (
             query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
@@ -276,7 +258,7 @@ def test_a_killed_scheduler_leaves_no_shell_task_behind(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(lambda: processes_matching("sleep 62.75") != [], what="the task to start")
     proc.kill()
     proc.communicate(timeout=10)
@@ -298,7 +280,7 @@ def test_sigint_lets_the_running_task_finish(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(
         lambda: (
             query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
@@ -323,7 +305,7 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     old = {"workflow.yaml": "description: x\nschedule: '0 0 1 1 *'\n", "a.yaml": "type: no_op\n"}
     write_project(tmp_path, {"old": old})
     config = str(tmp_path / "config.py")
-    proc = _start(config, subprocess_env, "--reload-interval", "0.2")
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2", "--reload-interval", "0.2")
     try:
         wait_for(
             lambda: query(database_url, "SELECT dag_name FROM dag_schedule") == [("old",)],

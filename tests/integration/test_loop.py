@@ -12,20 +12,15 @@ from pathlib import Path
 from types import FrameType
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.support import InstantManager, wait_for, write_project
+from tests.support import InstantManager, rows, wait_for, write_project
 from workflows_tick import database
 from workflows_tick.managers.base import PollResult, RunningTaskRun
 from workflows_tick.schedule import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
 
 ONE_TASK = {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}
-
-
-def rows(engine: Engine, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
 
 
 def test_a_run_of_a_just_added_dag_is_not_failed_before_the_loop_reloads(

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import FakeClock, InstantManager, rows, write_project
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.tick import Ticker
 
@@ -23,11 +23,6 @@ CHAIN = {
 
 def ticker(engine: Engine, registry, manager, clock, **kw) -> Ticker:  # type: ignore[no-untyped-def]
     return Ticker(registry, manager, engine, "config.py", clock=clock, **kw)
-
-
-def rows(engine: Engine, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
 
 
 def until_idle(t: Ticker, limit: int = 50) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, Fault, tls_files
+from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, Fault
 from workflows_tick import kube_backend
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import KubernetesPermissionError
@@ -27,17 +27,6 @@ DAGS = {
         }
     }
 }
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def emu(tls: tuple[Path, Path]) -> Iterator[EmulatorThread]:
-    with EmulatorThread(*tls) as emulator:
-        yield emulator
 
 
 @pytest.fixture

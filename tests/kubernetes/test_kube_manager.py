@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.kubernetes.conftest import Clock
+from tests.support import FakeClock
 from workflows_tick import logs
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import KubernetesPermissionError, LaunchError
@@ -38,7 +38,7 @@ DAGS = {
 class Harness:
     """A manager over the in-memory backend, plus what the tick would do around it."""
 
-    def __init__(self, registry: DagRegistry, clock: Clock, **kwargs: Any) -> None:
+    def __init__(self, registry: DagRegistry, clock: FakeClock, **kwargs: Any) -> None:
         self.registry = registry
         self.clock = clock
         self.backend = InMemoryBackend(clock=clock)
@@ -87,7 +87,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(project: Callable[..., DagRegistry], clock: Clock) -> Harness:
+def harness(project: Callable[..., DagRegistry], clock: FakeClock) -> Harness:
     return Harness(project(DAGS, kube_image="registry.example/etl:1"), clock)
 
 
@@ -215,7 +215,7 @@ def test_stuck_pending_fails_after_the_timeout(harness: Harness, status: dict[st
 
 
 def test_pending_timeout_is_a_per_task_option(
-    project: Callable[..., DagRegistry], clock: Clock
+    project: Callable[..., DagRegistry], clock: FakeClock
 ) -> None:
     dags = {"d": {"tasks": {"t.yaml": {"worker_config": {"kube_pending_timeout": 10}}}}}
     h = Harness(project(dags, kube_image="img"), clock)
@@ -287,7 +287,7 @@ def test_unlabelled_and_foreign_pods_are_ignored(harness: Harness) -> None:
     assert ("default", "other") in harness.backend.pods
 
 
-def test_existing_pod_is_adopted(harness: Harness, clock: Clock) -> None:
+def test_existing_pod_is_adopted(harness: Harness, clock: FakeClock) -> None:
     host = harness.launch("etl", "load.yaml", 1)
     # A scheduler that restarts before it recorded the start creates the pod again.
     harness.manager = KubernetesTaskManager(
@@ -353,7 +353,7 @@ def test_listing_down_fails_nothing_and_renews_nothing(harness: Harness) -> None
 
 
 def test_kube_env_values_never_reach_errors_or_logs(
-    project: Callable[..., DagRegistry], clock: Clock, caplog: pytest.LogCaptureFixture
+    project: Callable[..., DagRegistry], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "s3cr3t-token-value"
     h = Harness(project(DAGS, kube_image="img", kube_env={"API_TOKEN": secret}), clock)
@@ -369,7 +369,7 @@ def test_kube_env_values_never_reach_errors_or_logs(
 
 
 def test_plain_kube_env_values_do_not_mask_log_lines(
-    project: Callable[..., DagRegistry], clock: Clock, monkeypatch: pytest.MonkeyPatch
+    project: Callable[..., DagRegistry], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Only secrets are masked in logs: an ordinary value such as INFO is not one.
     monkeypatch.setattr(logs, "_SECRETS", set())
@@ -379,7 +379,9 @@ def test_plain_kube_env_values_do_not_mask_log_lines(
     assert line == "INFO workflows_tick.tick: pass"
 
 
-def test_missing_image_is_a_launch_error(project: Callable[..., DagRegistry], clock: Clock) -> None:
+def test_missing_image_is_a_launch_error(
+    project: Callable[..., DagRegistry], clock: FakeClock
+) -> None:
     h = Harness(project(DAGS), clock)
     with pytest.raises(LaunchError, match="kube_image is not set"):
         h.launch("etl", "load.yaml", 1)
