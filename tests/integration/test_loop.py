@@ -14,11 +14,12 @@ from types import FrameType
 import pytest
 from sqlalchemy import Engine
 
-from tests.support import InstantManager, rows, wait_for, write_project
+from tests.support import rows, wait_for, write_project
 from workflows_tick import database
 from workflows_tick.managers.base import PollResult, RunningTaskRun
 from workflows_tick.schedule import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import InstantManager
 
 ONE_TASK = {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}
 

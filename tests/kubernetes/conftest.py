@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from tests.kubernetes.kube_emulator import EmulatorThread, tls_files
-from tests.support import FakeClock, write_project
+from tests.support import write_project
 from workflows_tick.dags import DagRegistry
+from workflows_tick.testing import FakeClock
 
 
 @pytest.fixture

@@ -9,20 +9,20 @@ from typing import Any
 
 import pytest
 
-from tests.support import FakeClock
 from workflows_tick import logs
 from workflows_tick.dags import DagRegistry
-from workflows_tick.errors import KubernetesPermissionError, LaunchError
-from workflows_tick.kube_backend import (
-    InMemoryBackend,
+from workflows_tick.errors import (
     KubeApiError,
     KubeConflict,
     KubeForbidden,
+    KubernetesPermissionError,
     KubeTransientError,
+    LaunchError,
 )
-from workflows_tick.kube_pods import MANAGED_SELECTOR
 from workflows_tick.managers.base import Launch, RunningTaskRun
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
+from workflows_tick.managers.kubernetes.pods import MANAGED_SELECTOR
+from workflows_tick.testing import FakeClock, InMemoryBackend
 
 DAGS = {
     "etl": {
