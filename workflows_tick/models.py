@@ -81,6 +81,7 @@ class DagRun(Base):
         CheckConstraint(_one_of("trigger", Trigger), name="trigger"),
         Index("ix_dag_run_running", "dag_name", "id", postgresql_where=text("status = 'running'")),
         Index("ix_dag_run_dag_name_id", "dag_name", "id"),
+        Index("ix_dag_run_dag_name_status_id", "dag_name", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -675,22 +675,26 @@ def prune_delivered_events(conn: Connection, before: datetime) -> int:
 
 
 @dataclass(frozen=True)
-class DagGauges:
-    """What ``/metrics`` reports per DAG (``None``: never happened)."""
+class RunGroup:
+    """A DAG's runs of one status: how many, and when the latest of them ended."""
 
     dag_name: str
-    last_status: RunStatus | None
+    status: RunStatus
+    runs: int
     last_ended_at: datetime | None
-    last_success_at: datetime | None
-    schedule_delay: float | None
-    """Seconds from the last scheduled run's fire time to its creation."""
+
+
+@dataclass(frozen=True)
+class LastScheduled:
+    dag_name: str
+    scheduled_for: datetime
+    created_at: datetime
 
 
 @dataclass(frozen=True)
 class Gauges:
-    runs: dict[tuple[str, str], int]
-    """Runs by (DAG, status)."""
-    dags: list[DagGauges]
+    runs: list[RunGroup]
+    last_scheduled: list[LastScheduled]
     next_fire: dict[str, datetime]
     task_runs_waiting: int
     task_runs_running: int
@@ -701,48 +705,39 @@ class Gauges:
     now: datetime
 
 
-# Distinct DAG names by skipping through the (dag_name, id) index: one probe per DAG
-# instead of a scan of the whole history.
-_DAG_NAMES = (
-    "WITH RECURSIVE names AS ("
-    "(SELECT dag_name FROM dag_run ORDER BY dag_name LIMIT 1) UNION ALL "
-    "SELECT (SELECT r.dag_name FROM dag_run r WHERE r.dag_name > n.dag_name "
-    "ORDER BY r.dag_name LIMIT 1) FROM names n WHERE n.dag_name IS NOT NULL) "
-)
-
-
 def metric_gauges(conn: Connection) -> Gauges:
-    """Everything the metrics gauges show, read from the tables (a few index probes per DAG)."""
-    dag_rows = conn.execute(
-        text(
-            _DAG_NAMES + "SELECT n.dag_name, last.status, last.ended_at, ok.ended_at AS success, "
-            "sched.delay FROM names n "
-            "LEFT JOIN LATERAL (SELECT status, ended_at FROM dag_run WHERE dag_name = n.dag_name "
-            "AND status <> 'running' ORDER BY id DESC LIMIT 1) last ON true "
-            "LEFT JOIN LATERAL (SELECT ended_at FROM dag_run WHERE dag_name = n.dag_name "
-            "AND status = 'succeeded' ORDER BY id DESC LIMIT 1) ok ON true "
-            "LEFT JOIN LATERAL (SELECT extract(epoch FROM created_at - scheduled_for) AS delay "
-            "FROM dag_run WHERE dag_name = n.dag_name AND scheduled_for IS NOT NULL "
-            "ORDER BY scheduled_for DESC LIMIT 1) sched ON true "
-            "WHERE n.dag_name IS NOT NULL ORDER BY n.dag_name"
-        )
-    )
-    dags = [
-        DagGauges(
-            dag_name=r.dag_name,
-            last_status=RunStatus(r.status) if r.status is not None else None,
-            last_ended_at=r.ended_at,
-            last_success_at=r.success,
-            schedule_delay=float(r.delay) if r.delay is not None else None,
-        )
-        for r in dag_rows
-    ]
-    runs = {
-        (r.dag_name, r.status): int(r.n)
+    """Everything the metrics gauges show.
+
+    Counting runs by DAG and status reads the ``(dag_name, status, id)`` index
+    once (an index-only scan); everything else is one index probe per DAG (or per
+    DAG and status) or a partial index.
+    """
+    runs = [
+        RunGroup(r.dag_name, RunStatus(r.status), int(r.runs), r.ended_at)
         for r in conn.execute(
-            text("SELECT dag_name, status, count(*) AS n FROM dag_run GROUP BY 1, 2")
+            text(
+                "SELECT g.dag_name, g.status, g.runs, last.ended_at FROM ("
+                "SELECT dag_name, status, count(*) AS runs FROM dag_run GROUP BY 1, 2) g "
+                "LEFT JOIN LATERAL (SELECT r.ended_at FROM dag_run r WHERE r.dag_name = g.dag_name "
+                "AND r.status = g.status ORDER BY r.id DESC LIMIT 1) last "
+                "ON g.status <> 'running' ORDER BY g.dag_name, g.status"
+            )
         )
-    }
+    ]
+    names = sorted({r.dag_name for r in runs})
+    last_scheduled = [
+        LastScheduled(r.name, r.scheduled_for, r.created_at)
+        for r in conn.execute(
+            text(
+                "SELECT n.name, s.scheduled_for, s.created_at "
+                "FROM unnest(CAST(:names AS text[])) AS n(name) CROSS JOIN LATERAL ("
+                "SELECT r.scheduled_for, r.created_at FROM dag_run r WHERE r.dag_name = n.name "
+                "AND r.scheduled_for IS NOT NULL AND r.trigger = 'schedule' "
+                "ORDER BY r.scheduled_for DESC LIMIT 1) s"
+            ),
+            {"names": names},
+        )
+    ]
     row = conn.execute(
         text(
             "SELECT now() AS now, "
@@ -761,7 +756,7 @@ def metric_gauges(conn: Connection) -> Gauges:
     }
     return Gauges(
         runs=runs,
-        dags=dags,
+        last_scheduled=last_scheduled,
         next_fire=next_fire,
         task_runs_waiting=int(row.waiting),
         task_runs_running=int(row.running),
