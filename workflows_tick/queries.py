@@ -524,25 +524,47 @@ class FailedTaskRun:
     dag_name: str
 
 
+@dataclass(frozen=True)
+class RecentRuns:
+    """The newest runs of one DAG, newest first, as the DAG list shows them: parallel
+    lists (the list draws thousands of runs), creation times as ISO 8601 UTC text."""
+
+    dag_name: str
+    ids: list[int]
+    statuses: list[str]
+    triggers: list[str]
+    created: list[str]
+    last_created_at: datetime | None
+    last_ended_at: datetime | None
+
+
 def latest_runs_per_dag(
     conn: Connection, dag_names: Sequence[str], per_dag: int
-) -> dict[str, list[DagRunRow]]:
-    """The ``per_dag`` newest runs of each DAG, newest first (one index scan per DAG)."""
-    found: dict[str, list[DagRunRow]] = {name: [] for name in dag_names}
+) -> dict[str, RecentRuns]:
+    """The ``per_dag`` newest runs of each DAG (one index scan per DAG, one row per DAG)."""
+    found = {name: RecentRuns(name, [], [], [], [], None, None) for name in dag_names}
     if not dag_names or per_dag <= 0:
         return found
     rows = conn.execute(
         text(
-            f"SELECT r.* FROM unnest(CAST(:names AS text[])) AS d(name) CROSS JOIN LATERAL ("
-            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE dag_name = d.name "
-            "ORDER BY id DESC LIMIT :per_dag) AS r"
+            "SELECT d.name, r.* FROM unnest(CAST(:names AS text[])) AS d(name) "
+            "CROSS JOIN LATERAL (SELECT array_agg(id ORDER BY id DESC) AS ids, "
+            "array_agg(status ORDER BY id DESC) AS statuses, "
+            "array_agg(trigger ORDER BY id DESC) AS triggers, "
+            "array_agg(to_char(created_at AT TIME ZONE 'UTC', "
+            """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') ORDER BY id DESC) AS created, """
+            "max(created_at) AS last_created_at, "
+            "(array_agg(ended_at ORDER BY id DESC))[1] AS last_ended_at FROM ("
+            "SELECT id, status, trigger, created_at, ended_at FROM dag_run "
+            "WHERE dag_name = d.name ORDER BY id DESC LIMIT :per_dag) AS newest) AS r "
+            "WHERE r.ids IS NOT NULL"
         ),
         {"names": list(dag_names), "per_dag": per_dag},
     )
     for r in rows:
-        found[r.dag_name].append(_run_row(r))
-    for runs in found.values():
-        runs.sort(key=lambda run: run.id, reverse=True)
+        found[r.name] = RecentRuns(
+            r.name, r.ids, r.statuses, r.triggers, r.created, r.last_created_at, r.last_ended_at
+        )
     return found
 
 

@@ -11,7 +11,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from http.cookies import SimpleCookie
 from typing import Any
@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, quote, urlencode
 from zoneinfo import ZoneInfo
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from sqlalchemy import Connection, Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +49,7 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+ZERO = timedelta(0)
 OPEN_PATHS = frozenset({"/login", "/logout"})
 """Reachable without the token (the static files are too)."""
 
@@ -58,7 +59,7 @@ OPEN_PATHS = frozenset({"/login", "/logout"})
 
 def _json_default(value: object) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return (value if value.utcoffset() == ZERO else value.astimezone(UTC)).isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -93,6 +94,25 @@ def when(value: datetime | None, timezone: str = "UTC") -> Markup:
     return shown
 
 
+@lru_cache(maxsize=64)
+def _escaped(value: str) -> Markup:
+    return escape(value)
+
+
+def run_squares(runs: list[dict[str, Any]], link_prefix: str = "/runs/") -> Markup:
+    """Coloured squares for ``runs`` (newest first), oldest left. Built here rather than
+    in the template: the DAG list draws thousands of them."""
+    parts = []
+    for run in reversed(runs):
+        status, trigger = _escaped(run["status"]), _escaped(run["trigger"])
+        created = run["created_at"][:19].replace("T", " ")
+        parts.append(
+            f'<a class="square s-{status}" href="{link_prefix}{int(run["id"])}" '
+            f'title="run {int(run["id"])}: {status}, {trigger}, created {escape(created)} UTC"></a>'
+        )
+    return Markup("".join(parts))
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("workflows_tick.ui", "templates"),
@@ -103,6 +123,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["when"] = when
     env.filters["duration"] = duration
+    env.filters["squares"] = run_squares
     env.filters["part"] = lambda value: quote(str(value), safe="")
     env.globals["age"] = age
     return env

@@ -157,10 +157,8 @@ def dags_page(
         if search and search.lower() not in name.lower():
             continue
         runs = recent[name]
-        finished = next((r for r in runs if not _is_live_run(r)), None)
-        failing = info.error is not None or (
-            finished is not None and finished.status.value == "failed"
-        )
+        last_finished = next((s for s in runs.statuses if s != "running"), None)
+        failing = info.error is not None or last_finished == "failed"
         if failing_only and not failing:
             continue
         schedule = info.dag.schedule if info.dag else None
@@ -175,9 +173,22 @@ def dags_page(
                 "next_fire_at": _next_fire(info, cursors.get(name), now),
                 "paused": None,
                 "failing": failing,
-                "running": any(_is_live_run(r) for r in runs),
-                "last_run": run_dict(runs[0], info.timezone) if runs else None,
-                "recent_runs": [run_dict(r, info.timezone) for r in runs],
+                "running": "running" in runs.statuses,
+                "last_run": {
+                    "id": runs.ids[0],
+                    "status": runs.statuses[0],
+                    "trigger": runs.triggers[0],
+                    "created_at": runs.last_created_at,
+                    "ended_at": runs.last_ended_at,
+                }
+                if runs.ids
+                else None,
+                "recent_runs": [
+                    {"id": i, "status": s, "trigger": t, "created_at": c}
+                    for i, s, t, c in zip(
+                        runs.ids, runs.statuses, runs.triggers, runs.created, strict=True
+                    )
+                ],
             }
         )
     rows.sort(key=lambda row: (not row["failing"], row["name"]))
@@ -190,16 +201,27 @@ def dags_page(
     }
 
 
+_next_fires: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+"""(schedule, zone) -> (computed at, next fire): the next fire after any time in
+[computed at, next fire) is the same, so it is computed once per fire, not per page."""
+
+
 def _next_fire(info: DagInfo, cursor: queries.Cursor | None, now: datetime) -> datetime | None:
     dag = info.dag
     if dag is None or dag.schedule is None:
         return None
-    if cursor is not None and (cursor.schedule, cursor.timezone) == (dag.schedule, dag.timezone):
+    key = (dag.schedule, dag.timezone)
+    if cursor is not None and (cursor.schedule, cursor.timezone) == key:
         return cursor.next_fire_at
+    cached = _next_fires.get(key)
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[1]
     try:
-        return next_fire(dag.schedule, dag.timezone, now)
+        fire = next_fire(dag.schedule, dag.timezone, now)
     except Exception:  # a schedule the loader accepted but cron cannot step: show nothing
         return None
+    _next_fires[key] = (now, fire)
+    return fire
 
 
 # --- one DAG: grid and graph ------------------------------------------------------------
