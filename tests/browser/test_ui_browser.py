@@ -171,3 +171,24 @@ def test_the_trigger_button_starts_a_run(browser: Any, with_actions: str) -> Non
     assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "running"
     trigger = browser.find_element(By.XPATH, "//dt[text()='Trigger']/following-sibling::dd")
     assert trigger.text.startswith("manual by ui")
+
+
+def test_a_running_runs_page_refreshes_itself_until_the_run_ends(
+    browser: Any, read_only: str, env: dict[str, str]
+) -> None:
+    run_id = workflows(CONFIG, "trigger", "fan_out", env=env).stdout.strip()
+    browser.get(f"{read_only}/runs/{run_id}")
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "running"
+    assert browser.find_element(By.TAG_NAME, "main").get_attribute("data-live") == "1"
+    marker = browser.execute_script("window.notReloaded = true; return window.notReloaded")
+    workflows(CONFIG, "schedule", "worker", "--until-idle", "--concurrency", "4", env=env)
+
+    def ended() -> bool:
+        main = browser.find_element(By.TAG_NAME, "main")
+        return main.get_attribute("data-live") == "0"
+
+    wait_for(ended, timeout=60, what="the page to show the run ended", step=0.5)
+    assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "succeeded"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "table.task-runs tbody tr")) == 5
+    # The content was swapped in place: the same document, not a reload.
+    assert browser.execute_script("return window.notReloaded") is marker is True
