@@ -382,3 +382,24 @@ def test_responses_carry_security_headers_and_server_timing(client: TestClient) 
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert response.headers["x-content-type-options"] == "nosniff"
     assert re.fullmatch(r"app;dur=\d+\.\d", response.headers["server-timing"])
+
+
+def test_a_database_outage_is_a_503_in_one_line(registry: DagRegistry, database_url: str) -> None:
+    from tests.conftest import sqlalchemy_url
+    from workflows_tick.database import make_engine
+
+    engine = make_engine(sqlalchemy_url(database_url), purpose="test")
+    with make_client(engine, registry) as c:
+        assert c.get("/api/dags").status_code == 200
+        engine.dispose()
+        down = make_engine(
+            "postgresql+psycopg2://nobody:hunter2@127.0.0.1:1/none?connect_timeout=2", "test"
+        )
+        c.app.state.ui.engine = down  # type: ignore[attr-defined]
+        response = c.get("/api/dags")
+        assert response.status_code == 503
+        assert response.json()["error"].startswith("database unavailable: ")
+        assert "hunter2" not in response.text
+        page = c.get("/", headers=BROWSER)
+        assert page.status_code == 503 and "database unavailable" in page.text
+        down.dispose()

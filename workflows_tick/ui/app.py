@@ -8,6 +8,7 @@ snapshot, and asks :mod:`workflows_tick.ui.pages` for its data.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +22,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from markupsafe import Markup, escape
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
@@ -44,6 +46,8 @@ from workflows_tick.ui import pages
 from workflows_tick.ui.graph import layout, render_svg
 from workflows_tick.ui.security import CSRF_FIELD, SESSION_COOKIE, Guard, safe_next
 from workflows_tick.ui.words import age, duration
+
+log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -418,6 +422,15 @@ class Ui:
         run = trigger_dag(dag, creator=f"ui ({client})", engine=self.write_engine)
         return f"/runs/{run.id}"
 
+    def database_down(self, request: Request, exc: Exception) -> Response:
+        """The database did not answer: one line, never a traceback or the statement."""
+        from workflows_tick.logs import redact
+
+        reason = str(getattr(exc, "orig", None) or type(exc).__name__).strip().splitlines()
+        detail = f"database unavailable: {redact(reason[0] if reason else '')}"
+        log.warning("%s %s: %s", request.method, request.url.path, detail)
+        return self.error_page(request, HTTPException(503, detail))
+
     def error_page(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/") or request.method != "GET":
@@ -476,7 +489,8 @@ def create_app(
         Mount("/static", StaticFiles(packages=[("workflows_tick.ui", "static")]), name="static"),
     ]
     handlers: Mapping[Any, Callable[[Request, Exception], Response | Awaitable[Response]]] = {
-        HTTPException: ui.error_page
+        HTTPException: ui.error_page,
+        DBAPIError: ui.database_down,
     }
     app = Starlette(
         routes=routes,
