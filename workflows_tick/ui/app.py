@@ -85,17 +85,16 @@ def when(value: datetime | None, timezone: str = "UTC") -> Markup:
     if value is None:
         return Markup('<span class="none">-</span>')
     utc = value.astimezone(UTC)
-    shown = Markup('<time datetime="{}">{} UTC</time>').format(
-        utc.isoformat(), utc.strftime("%Y-%m-%d %H:%M:%S")
-    )
+    shown = f'<time datetime="{utc.isoformat()}">{utc:%Y-%m-%d %H:%M:%S} UTC</time>'
     zone = _zone(timezone) if timezone != "UTC" else None
     if zone is not None:
         local = value.astimezone(zone)
-        same_day = local.date() == utc.date()
-        shown += Markup(' <span class="zone" title="{}">{}</span>').format(
-            timezone, local.strftime("%H:%M:%S %Z" if same_day else "%Y-%m-%d %H:%M:%S %Z")
+        pattern = "%H:%M:%S %Z" if local.date() == utc.date() else "%Y-%m-%d %H:%M:%S %Z"
+        shown += (
+            f' <span class="zone" title="{_escaped(timezone)}">'
+            f"{escape(local.strftime(pattern))}</span>"
         )
-    return shown
+    return Markup(shown)
 
 
 @lru_cache(maxsize=64)
