@@ -15,14 +15,13 @@ from workflows_tick.loader import MAX_FILE_BYTES
 
 CORPUS = Path(__file__).parent.parent / "broken_dags" / "project"
 
-# The two *_without_database_url DAGs are valid: DATABASE_URL is implied, as in dag-workflows.
 GOOD = (
     "good_chain",
     "good_other",
+    "good_outputs_implied_database_url",
+    "good_sql_implied_database_url",
     "mutual_a",
     "mutual_b",
-    "sql_without_database_url",
-    "outputs_without_database_url",
 )
 
 # DAG folder -> (file named in the message, expected substring)
