@@ -3,6 +3,17 @@ disk, the real command and its processes) and the fakes live in :mod:`workflows_
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from workflows_tick.dags import Dag
+from workflows_tick.loader import MAX_FILE_BYTES
 from workflows_tick.testing import (
     LEDGER_TABLE,
     LEDGER_TASK,
@@ -18,11 +29,59 @@ from workflows_tick.testing import (
 __all__ = [
     "LEDGER_TABLE",
     "LEDGER_TASK",
+    "add_runtime_broken_dags",
     "descendants",
     "processes_matching",
     "query",
+    "rows",
+    "start_scheduler",
     "still_alive",
     "wait_for",
     "workflows",
+    "write_dag",
     "write_project",
 ]
+
+
+def write_dag(root: Path, files: Mapping[str, str], workflow: str = "description: d\n") -> Dag:
+    """Write one DAG named ``d`` (``workflow.yaml`` and ``files``) under ``root`` and load it."""
+    return write_project(root, {"d": {"workflow.yaml": workflow, **files}}).get("d")
+
+
+def add_runtime_broken_dags(root: Path) -> None:
+    """Add the broken DAGs a repository cannot hold: a file over the size limit, a
+    symlink loop, a dangling symlink and a FIFO (a reader that opened it would hang)."""
+
+    def folder(name: str) -> Path:
+        path = root / name
+        path.mkdir()
+        (path / "workflow.yaml").write_text(f"description: {name}\n")
+        return path
+
+    with (folder("huge_file") / "big.sql").open("wb") as handle:
+        handle.write(b"/*\nparameters: [DATABASE_URL]\n*/\n")
+        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: cheap to make
+    (folder("symlink_loop") / "loop.sql").symlink_to("loop.sql")
+    (folder("dangling_symlink") / "gone.yaml").symlink_to("does-not-exist.yaml")
+    os.mkfifo(folder("fifo") / "pipe.sh")
+
+
+# --- the real command, its database and its processes -----------------------------------
+
+
+def start_scheduler(config: str, env: Mapping[str, str], *extra: str) -> subprocess.Popen[str]:
+    """Start ``workflows CONFIG schedule worker *extra`` (stderr piped, to read at exit)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workflows_tick", config, "schedule", "worker", *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one statement on ``engine``, as plain tuples."""
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(sql))]
