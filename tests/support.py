@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,9 @@ __all__ = [
     "query",
     "rows",
     "start_scheduler",
+    "start_ui",
     "still_alive",
+    "stop_ui",
     "wait_for",
     "workflows",
     "write_dag",
@@ -85,3 +88,48 @@ def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
     """The rows of one statement on ``engine``, as plain tuples."""
     with engine.connect() as conn:
         return [tuple(row) for row in conn.execute(text(sql))]
+
+
+# --- the web page ---------------------------------------------------------------------------
+
+
+def start_ui(
+    config: str, env: dict[str, str], *args: str, timeout: float = 60
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the real ``workflows CONFIG ui --port 0 ...``; the process and its base URL.
+
+    Its log (one line per request) goes to a temporary file, never to a pipe that
+    could fill up; :func:`stop_ui` returns it.
+    """
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop_ui
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflows_tick", config, "ui", "--port", "0", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/ (...)", or EOF on failure
+    if not line.startswith("serving "):
+        stop_ui(proc, timeout)
+        log.seek(0)
+        raise AssertionError(f"ui did not start: {line!r} {log.read()[-2000:]}")
+    return proc, line.split()[1].rstrip("/")
+
+
+def stop_ui(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """SIGTERM the ``ui`` process, wait for it; its log."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    log = proc.log  # type: ignore[attr-defined]
+    log.seek(0)
+    text = str(log.read())
+    log.close()
+    return text
