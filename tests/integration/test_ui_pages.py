@@ -170,7 +170,12 @@ def test_dag_grid_has_a_cell_per_task_and_run_with_attempt_counts(
     assert [r["id"] for r in data["runs"]] == [second, first]
     rows = {row["task"]: row["cells"] for row in data["grid"]}
     assert list(rows) == ["a.sh", "b.sh", "c.sh"]
-    assert rows["b.sh"][0] == {"task_run_id": ids["b.sh"][2], "status": "failed", "attempts": 3}
+    assert rows["b.sh"][0] == {
+        "task_run_id": ids["b.sh"][2],
+        "status": "failed",
+        "attempts": 3,
+        "seconds": 5.0,
+    }
     assert rows["b.sh"][1] is None and rows["c.sh"] == [None, None]
     # The graph shows the newest run unless another is chosen.
     assert data["graph"]["states"] == {"a.sh": "succeeded", "b.sh": "failed"}
