@@ -168,7 +168,7 @@ def test_error_falls_back_to_last_non_empty_line_and_is_truncated(
     assert len(outcome.error) <= 500
 
 
-def test_killed_by_signal(manager: WorkerTaskManager) -> None:
+def test_a_task_killed_by_a_signal_reports_the_signal(manager: WorkerTaskManager) -> None:
     outcome = run_one(
         manager, make_launch("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     )
