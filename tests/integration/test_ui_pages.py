@@ -420,3 +420,19 @@ def test_a_database_outage_is_a_503_in_one_line(registry: DagRegistry, database_
         page = c.get("/", headers=BROWSER)
         assert page.status_code == 503 and "database unavailable" in page.text
         down.dispose()
+
+
+def test_metrics_and_healthz_are_served_and_need_the_token(
+    engine: sqlalchemy.Engine, registry: DagRegistry
+) -> None:
+    insert_run(engine, "solo", "running", {"only.sh": ["running"]})
+    with make_client(engine, registry, token="s3cret-token") as c:
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/healthz").status_code == 401
+        auth = {"Authorization": "Bearer s3cret-token"}
+        metrics = c.get("/metrics", headers=auth)
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert "workflows_database_up 1.0" in metrics.text
+        health = c.get("/healthz", headers=auth)
+        assert (health.status_code, health.text) == (200, "ok\n")

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from markupsafe import Markup, escape
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -335,9 +335,17 @@ class Ui:
         )
 
     def healthz(self, request: Request) -> Response:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return PlainTextResponse("ok\n")
+        """200 ``ok`` while the database answers, else 503 and why."""
+        from workflows_tick.health import check_database
+
+        reason = check_database(self.engine)
+        return PlainTextResponse(f"{reason or 'ok'}\n", status_code=503 if reason else 200)
+
+    def metrics(self, request: Request) -> Response:
+        """The Prometheus metrics the schedulers serve, read from the database."""
+        from workflows_tick import metrics
+
+        return Response(metrics.render(self.engine), media_type=metrics.CONTENT_TYPE)
 
     def graph_svg(self, graph: Mapping[str, Any], dag_name: str) -> Markup:
         inputs = graph["inputs"]
@@ -481,6 +489,7 @@ def create_app(
         Route("/task-runs/{task_run_id:int}/log", ui.task_run_log),
         *both("/failures", ui.failures),
         Route("/healthz", ui.healthz),
+        Route("/metrics", ui.metrics),
         Route("/login", ui.login_form, methods=["GET"]),
         Route("/login", ui.login, methods=["POST"]),
         Route("/logout", ui.logout),
