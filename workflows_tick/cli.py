@@ -239,6 +239,21 @@ def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -
 
 
 @cli.command()
+@click.argument("run_id", type=int, metavar="RUN_ID")
+@click.option("--reason", metavar="TEXT", help="Why: stored in the run's message.")
+@click.option("--by", default="cli", show_default=True, help="Who cancels (stored).")
+@pass_ctx
+def cancel(obj: Context, run_id: int, reason: str | None, by: str) -> None:
+    """Cancel a running run: its waiting task runs are cancelled, and its running
+    attempts are stopped by the next pass of the scheduler running them."""
+    from workflows_tick.scheduler import cancel_run
+
+    done = cancel_run(run_id, reason=reason, by=by)
+    stopping = f", {done.running} running attempt(s) to be stopped" if done.running else ""
+    click.echo(f"run {run_id} cancelled ({done.waiting} waiting task run(s) cancelled{stopping})")
+
+
+@cli.command()
 @click.argument("dag", required=False)
 @click.option(
     "-n",

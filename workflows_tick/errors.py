@@ -51,6 +51,18 @@ class UnknownTaskError(UsageError):
         self.name = name
 
 
+class UnknownRunError(UsageError):
+    """A run id that the database does not hold."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run {run_id}")
+        self.run_id = run_id
+
+
+class RunStateError(WorkflowsError):
+    """A run is not in a state that allows the command (cancel a finished run...)."""
+
+
 class DagLoadError(WorkflowsError):
     """A DAG folder or task file that cannot be loaded.
 

@@ -76,6 +76,8 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
                 states[task.name] = _State.PENDING
         elif last.status is TaskStatus.SUCCEEDED:
             states[task.name] = _State.DONE
+        elif last.status is TaskStatus.CANCELLED:
+            states[task.name] = _State.DEAD  # never retried
         elif last.status is TaskStatus.FAILED:
             if last.attempt < dag.max_attempts(task):
                 delay = timedelta(seconds=dag.retry_delay_of(task))

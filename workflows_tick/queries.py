@@ -28,6 +28,7 @@ class Cursor:
     schedule: str
     timezone: str
     next_fire_at: datetime
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def running_task_runs(conn: Connection, manager: str) -> list[RunningTaskRun]:
     rows = conn.execute(
         text(
             "SELECT t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, t.host, "
-            "t.started_at, t.lease_expires_at "
+            "t.started_at, t.lease_expires_at, r.status = 'cancelled' AS cancelled "
             "FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'running' AND t.manager = :manager ORDER BY t.id"
         ),
@@ -132,23 +133,36 @@ def running_task_runs(conn: Connection, manager: str) -> list[RunningTaskRun]:
             host=r.host,
             started_at=r.started_at,
             lease_expires_at=r.lease_expires_at,
+            cancelled=r.cancelled,
         )
         for r in rows
     ]
 
 
+_ENDED_STATUS = (
+    "CASE WHEN v.status = 'succeeded' THEN 'succeeded' "
+    "WHEN r.status = 'cancelled' THEN 'cancelled' ELSE v.status END"
+)
+"""How an attempt ends: a success always stands; any other end of an attempt of a
+cancelled run is ``cancelled`` (never failed, so never retried)."""
+
+
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> int:
-    """Finish the running task runs in ``outcomes``; rows no longer running are left alone."""
+    """Finish the running task runs in ``outcomes``; rows no longer running are left alone.
+
+    A terminal status is never overwritten: only rows still ``running`` change.
+    """
     if not outcomes:
         return 0
     result = conn.execute(
         text(
-            "UPDATE task_run t SET status = v.status, ended_at = :now, exit_code = v.exit_code, "
-            "error = v.error, output_tail = COALESCE(v.tail, t.output_tail), lease_expires_at = NULL "
+            f"UPDATE task_run t SET status = {_ENDED_STATUS}, ended_at = :now, "
+            "exit_code = v.exit_code, error = v.error, "
+            "output_tail = COALESCE(v.tail, t.output_tail), lease_expires_at = NULL "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
             "CAST(:codes AS integer[]), CAST(:errors AS text[]), CAST(:tails AS text[])) "
-            "AS v(id, status, exit_code, error, tail) "
-            "WHERE t.id = v.id AND t.status = 'running'"
+            "AS v(id, status, exit_code, error, tail), dag_run r "
+            "WHERE t.id = v.id AND t.status = 'running' AND r.id = t.dag_run_id"
         ),
         {
             "now": now,
@@ -191,13 +205,18 @@ def renew_leases(conn: Connection, task_run_ids: Sequence[int], until: datetime)
 
 
 def expire_leases(conn: Connection, now: datetime) -> list[int]:
-    """Fail running task runs whose lease ran out (their scheduler died); their ids."""
+    """End running task runs whose lease ran out (their scheduler died); their ids.
+
+    They are failed (and so retried), or ``cancelled`` when their run was cancelled.
+    """
     rows = conn.execute(
         text(
-            "UPDATE task_run SET status = 'failed', ended_at = :now, "
-            "error = 'lease expired: ' || COALESCE(host, 'its scheduler') "
+            "UPDATE task_run t SET status = CASE WHEN r.status = 'cancelled' THEN 'cancelled' "
+            "ELSE 'failed' END, ended_at = :now, "
+            "error = 'lease expired: ' || COALESCE(t.host, 'its scheduler') "
             "|| ' stopped reporting on it (crashed or lost)', lease_expires_at = NULL "
-            "WHERE status = 'running' AND lease_expires_at < :now RETURNING id"
+            "FROM dag_run r WHERE t.status = 'running' AND t.lease_expires_at < :now "
+            "AND r.id = t.dag_run_id RETURNING t.id"
         ),
         {"now": now},
     )
@@ -248,13 +267,15 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
     """The cursors of ``dag_names`` that are due, locked; ones locked elsewhere are skipped."""
     rows = conn.execute(
         text(
-            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
-            "WHERE dag_name = ANY(CAST(:names AS text[])) AND next_fire_at <= :now "
-            "ORDER BY dag_name FOR UPDATE SKIP LOCKED"
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, EXISTS ("
+            "SELECT 1 FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
+            "FROM dag_schedule s "
+            "WHERE s.dag_name = ANY(CAST(:names AS text[])) AND s.next_fire_at <= :now "
+            "ORDER BY s.dag_name FOR UPDATE OF s SKIP LOCKED"
         ),
         {"names": list(dag_names), "now": now},
     )
-    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at) for r in rows]
+    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused) for r in rows]
 
 
 def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
@@ -510,4 +531,95 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
             ),
             {"names": list(dag_names)},
         ).scalar_one()
+    )
+
+
+# --- control: cancel ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    run: DagRunRow
+    waiting: int
+    """Waiting task runs cancelled with the run."""
+    running: int
+    """Running attempts left for their scheduler's next pass to stop."""
+
+
+def lock_run(conn: Connection, run_id: int) -> DagRunRow | None:
+    """The run, locked until the end of the transaction (waits for a pass holding it)."""
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id FOR UPDATE"), {"id": run_id}
+    ).one_or_none()
+    return None if row is None else _run_row(row)
+
+
+def cancel_run(conn: Connection, run_id: int, message: str, now: datetime) -> Cancelled | None:
+    """End a running run ``cancelled`` with its waiting task runs; None if it is not running.
+
+    Its running attempts stay ``running`` until the pass of the scheduler that runs
+    them has stopped them (then they are recorded ``cancelled``).
+    """
+    row = conn.execute(
+        text(
+            "UPDATE dag_run SET status = 'cancelled', ended_at = :now, message = :message "
+            f"WHERE id = :id AND status = 'running' RETURNING {_RUN_COLUMNS}"
+        ),
+        {"id": run_id, "now": now, "message": message},
+    ).one_or_none()
+    if row is None:
+        return None
+    waiting = conn.execute(
+        text(
+            "UPDATE task_run SET status = 'cancelled', ended_at = :now, error = :message "
+            "WHERE dag_run_id = :id AND status = 'waiting'"
+        ),
+        {"id": run_id, "now": now, "message": message},
+    ).rowcount
+    # A separate statement: it must see a claim that committed while the update waited.
+    running = conn.execute(
+        text("SELECT count(*) FROM task_run WHERE dag_run_id = :id AND status = 'running'"),
+        {"id": run_id},
+    ).scalar_one()
+    return Cancelled(_run_row(row), waiting, int(running))
+
+
+# --- scheduler heartbeats ----------------------------------------------------------
+
+
+def record_heartbeat(
+    conn: Connection,
+    scheduler_id: str,
+    host: str,
+    pid: int,
+    manager: str,
+    pass_at: datetime,
+    pass_seconds: float,
+    dags: Sequence[str] | None,
+) -> None:
+    """Upsert this scheduler's row; ``dags`` None keeps the stored list (unchanged)."""
+    conn.execute(
+        text(
+            "INSERT INTO scheduler_heartbeat (id, host, pid, manager, started_at, last_pass_at, "
+            "last_pass_seconds, dags) VALUES (:id, :host, :pid, :manager, :at, :at, :seconds, "
+            "COALESCE(CAST(:dags AS text[]), '{}')) ON CONFLICT (id) DO UPDATE SET "
+            "last_pass_at = excluded.last_pass_at, last_pass_seconds = excluded.last_pass_seconds, "
+            "dags = COALESCE(CAST(:dags AS text[]), scheduler_heartbeat.dags), stopped_at = NULL"
+        ),
+        {
+            "id": scheduler_id,
+            "host": host,
+            "pid": pid,
+            "manager": manager,
+            "at": pass_at,
+            "seconds": pass_seconds,
+            "dags": None if dags is None else list(dags),
+        },
+    )
+
+
+def mark_scheduler_stopped(conn: Connection, scheduler_id: str, now: datetime) -> None:
+    conn.execute(
+        text("UPDATE scheduler_heartbeat SET stopped_at = :now WHERE id = :id"),
+        {"id": scheduler_id, "now": now},
     )
