@@ -118,8 +118,25 @@ def list_dags(obj: Context) -> None:
     """List the DAGs, their schedules and tasks."""
     from workflows_tick.validate import list_lines
 
-    for line in list_lines(obj.registry):
+    for line in list_lines(obj.registry, paused=_paused_names()):
         click.echo(line)
+
+
+def _paused_names() -> frozenset[str]:
+    """The paused DAGs, when a database is set up; ``list`` works without one."""
+    import os
+
+    from workflows_tick.database import PGDATA_NAME, data_dir, resolve_url
+
+    if resolve_url(os.environ) is None and not (data_dir(os.environ) / PGDATA_NAME).exists():
+        return frozenset()
+    from workflows_tick.scheduler import paused_dags
+
+    try:
+        return frozenset(p.dag_name for p in paused_dags())
+    except Exception as exc:  # the list itself does not need the database
+        click.echo(f"workflows: cannot read paused DAGs from the database: {exc}", err=True)
+        return frozenset()
 
 
 @cli.command()
@@ -251,6 +268,122 @@ def cancel(obj: Context, run_id: int, reason: str | None, by: str) -> None:
     done = cancel_run(run_id, reason=reason, by=by)
     stopping = f", {done.running} running attempt(s) to be stopped" if done.running else ""
     click.echo(f"run {run_id} cancelled ({done.waiting} waiting task run(s) cancelled{stopping})")
+
+
+@cli.command()
+@click.argument("run_id", type=int, metavar="RUN_ID")
+@click.option("--all", "every_task", is_flag=True, help="Rerun every task, succeeded ones too.")
+@click.option("--by", default="cli", show_default=True, help="Who reruns (stored).")
+@pass_ctx
+def rerun(obj: Context, run_id: int, every_task: bool, by: str) -> None:
+    """Rerun an ended run from failure, in place: its failed and cancelled tasks and
+    everything downstream of them get new attempts; succeeded tasks are kept.
+
+    Earlier attempts stay in the history with their logs. A scheduler runs it.
+    """
+    from workflows_tick.scheduler import rerun_run
+
+    done = rerun_run(run_id, every_task=every_task, by=by, registry=obj.registry)
+    what = ", ".join(done.tasks) if done.tasks else "no task yet run"
+    click.echo(f"run {run_id} ({done.run.dag_name}) is running again: new attempts of {what}")
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--start", required=True, metavar="ISO_TIME", help="First time of the range.")
+@click.option("--end", required=True, metavar="ISO_TIME", help="Last time of the range.")
+@click.option("--dry-run", is_flag=True, help="Print the fire times; create nothing.")
+@click.option("--rerun-failed", is_flag=True, help="Rerun failed runs of the range in place.")
+@click.option("--yes", is_flag=True, help="Allow more than 1,000 fire times.")
+@click.option("--by", default="cli", show_default=True, help="Who backfills (the runs' creator).")
+@pass_ctx
+def backfill(
+    obj: Context,
+    dag: str,
+    start: str,
+    end: str,
+    dry_run: bool,
+    rerun_failed: bool,
+    yes: bool,
+    by: str,
+) -> None:
+    """Create one run of DAG per fire time of its schedule between --start and --end
+    (inclusive; times without an offset are in the DAG's time zone).
+
+    Times that already have a run are skipped (--rerun-failed reruns the failed
+    ones). Runs execute in time order, behind runs already queued; a scheduler
+    runs them.
+    """
+    from workflows_tick import scheduler
+
+    loaded = obj.registry.get(_known_dag(obj.registry, dag))
+    first = scheduler.parse_time(start, loaded.timezone, "--start")
+    last = scheduler.parse_time(end, loaded.timezone, "--end")
+    done = scheduler.backfill(
+        loaded,
+        first,
+        last,
+        dry_run=dry_run,
+        rerun_failed=rerun_failed,
+        confirm_many=yes,
+        by=by,
+    )
+    later = f"; {done.later} later time(s) left to the schedule" if done.later else ""
+    if dry_run:
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(loaded.timezone)
+        existing = {r.scheduled_for: r for r in [*done.skipped, *done.rerun]}
+        for time in done.times:
+            run = existing.get(time)
+            if run is None:
+                note = "new run"
+            elif run in done.rerun:
+                note = f"run {run.id} failed: rerun"
+            else:
+                note = f"run {run.id} {run.status.value}: skipped"
+            click.echo(f"{time.astimezone(zone).isoformat()}  {note}")
+        click.echo(
+            f"dry run: {len(done.times) - len(existing)} to create, {len(done.skipped)} to skip"
+            + (f", {len(done.rerun)} to rerun" if rerun_failed else "")
+            + later
+        )
+        return
+    click.echo(
+        f"{dag}: {len(done.created)} run(s) created, {len(done.skipped)} skipped"
+        + (f", {len(done.rerun)} failed run(s) rerun" if rerun_failed else "")
+        + later
+    )
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--by", default="cli", show_default=True, help="Who pauses (stored).")
+@pass_ctx
+def pause(obj: Context, dag: str, by: str) -> None:
+    """Stop creating scheduled runs of DAG, for every scheduler.
+
+    Runs already created go on; manual triggers and backfills are still accepted
+    and run.
+    """
+    from workflows_tick.scheduler import pause_dag
+
+    name = _known_dag(obj.registry, dag)
+    changed = pause_dag(name, by=by)
+    click.echo(f"DAG {name} {'paused' if changed else 'was already paused'}")
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--by", default="cli", show_default=True, help="Who unpauses (stored).")
+@pass_ctx
+def unpause(obj: Context, dag: str, by: str) -> None:
+    """Schedule DAG again from its next fire time (missed times are not replayed)."""
+    from workflows_tick.scheduler import unpause_dag
+
+    name = _known_dag(obj.registry, dag)
+    changed = unpause_dag(name, by=by)
+    click.echo(f"DAG {name} {'unpaused' if changed else 'was not paused'}")
 
 
 @cli.command()

@@ -351,13 +351,15 @@ def task_run_states(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, l
     if dag_run_ids:
         rows = conn.execute(
             text(
-                "SELECT dag_run_id, task_name, attempt, status FROM task_run "
+                "SELECT dag_run_id, task_name, attempt, status, superseded FROM task_run "
                 "WHERE dag_run_id = ANY(CAST(:ids AS bigint[]))"
             ),
             {"ids": list(dag_run_ids)},
         )
         for r in rows:
-            states[r.dag_run_id].append(TaskRunState(r.task_name, r.attempt, TaskStatus(r.status)))
+            states[r.dag_run_id].append(
+                TaskRunState(r.task_name, r.attempt, TaskStatus(r.status), r.superseded)
+            )
     return states
 
 
@@ -623,3 +625,118 @@ def mark_scheduler_stopped(conn: Connection, scheduler_id: str, now: datetime) -
         text("UPDATE scheduler_heartbeat SET stopped_at = :now WHERE id = :id"),
         {"id": scheduler_id, "now": now},
     )
+
+
+# --- control: pause -------------------------------------------------------------------
+
+
+def set_paused(conn: Connection, dag_name: str, paused: bool, by: str, now: datetime) -> bool:
+    """Pause or unpause a DAG; whether it was paused before (the row locked until commit)."""
+    before = conn.execute(
+        text("SELECT paused FROM dag_state WHERE dag_name = :dag FOR UPDATE"), {"dag": dag_name}
+    ).scalar_one_or_none()
+    conn.execute(
+        text(
+            "INSERT INTO dag_state (dag_name, paused, paused_at, paused_by, updated_at) "
+            "VALUES (:dag, :paused, CASE WHEN :paused THEN CAST(:now AS timestamptz) END, "
+            "CASE WHEN :paused THEN :by END, :now) "
+            "ON CONFLICT (dag_name) DO UPDATE SET paused = excluded.paused, "
+            "paused_at = CASE WHEN dag_state.paused AND excluded.paused THEN dag_state.paused_at "
+            "ELSE excluded.paused_at END, "
+            "paused_by = CASE WHEN dag_state.paused AND excluded.paused THEN dag_state.paused_by "
+            "ELSE excluded.paused_by END, updated_at = excluded.updated_at"
+        ),
+        {"dag": dag_name, "paused": paused, "by": by, "now": now},
+    )
+    return bool(before)
+
+
+@dataclass(frozen=True)
+class PausedDag:
+    dag_name: str
+    paused_at: datetime | None
+    paused_by: str | None
+
+
+def paused_dags(conn: Connection) -> list[PausedDag]:
+    rows = conn.execute(
+        text("SELECT dag_name, paused_at, paused_by FROM dag_state WHERE paused ORDER BY dag_name")
+    )
+    return [PausedDag(r.dag_name, r.paused_at, r.paused_by) for r in rows]
+
+
+def lock_cursor(conn: Connection, dag_name: str) -> Cursor | None:
+    row = conn.execute(
+        text(
+            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
+            "WHERE dag_name = :dag FOR UPDATE"
+        ),
+        {"dag": dag_name},
+    ).one_or_none()
+    return (
+        None if row is None else Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at)
+    )
+
+
+# --- control: rerun -------------------------------------------------------------------
+
+
+def rerun_run(
+    conn: Connection, run_id: int, task_names: Sequence[str], message: str, now: datetime
+) -> int:
+    """Supersede the current attempts of ``task_names`` and set the ended run running
+    again, so that the next pass gives them new attempts; how many were superseded."""
+    superseded = conn.execute(
+        text(
+            "UPDATE task_run SET superseded = true WHERE dag_run_id = :id "
+            "AND task_name = ANY(CAST(:names AS text[])) AND NOT superseded "
+            "AND status IN ('succeeded', 'failed', 'cancelled')"
+        ),
+        {"id": run_id, "names": list(task_names)},
+    ).rowcount
+    conn.execute(
+        text(
+            "UPDATE dag_run SET status = 'running', ended_at = NULL, message = :message "
+            "WHERE id = :id AND status <> 'running'"
+        ),
+        {"id": run_id, "message": message},
+    )
+    return superseded
+
+
+# --- control: backfill ------------------------------------------------------------------
+
+
+def runs_at(
+    conn: Connection, dag_name: str, times: Sequence[datetime]
+) -> dict[datetime, DagRunRow]:
+    """The runs of ``dag_name`` scheduled for any of ``times``, by scheduled time."""
+    if not times:
+        return {}
+    rows = conn.execute(
+        text(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE dag_name = :dag "
+            "AND scheduled_for = ANY(CAST(:times AS timestamptz[]))"
+        ),
+        {"dag": dag_name, "times": list(times)},
+    )
+    found = [_run_row(r) for r in rows]
+    return {r.scheduled_for: r for r in found if r.scheduled_for is not None}
+
+
+def insert_backfill_runs(
+    conn: Connection, dag_name: str, times: Sequence[datetime], creator: str, now: datetime
+) -> list[DagRunRow]:
+    """Create one run per time, in time order; a time that has a run already is skipped."""
+    if not times:
+        return []
+    rows = conn.execute(
+        text(
+            "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
+            "created_at) SELECT :dag, 'running', 'backfill', v.fire, :creator, '{}', :now "
+            "FROM unnest(CAST(:times AS timestamptz[])) AS v(fire) ORDER BY v.fire "
+            f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
+        ),
+        {"dag": dag_name, "times": sorted(times), "creator": creator, "now": now},
+    )
+    return sorted((_run_row(r) for r in rows), key=lambda r: r.id)

@@ -91,7 +91,10 @@ def runs_table(dag_name: str | None, limit: int) -> list[str]:
         with db.engine.connect() as conn:
             runs = queries.recent_runs(conn, dag_name, limit)
             tasks = queries.task_runs_of(conn, [r.id for r in runs])
-    return format_runs(runs, tasks)
+            paused = queries.paused_dags(conn)
+    shown = [p for p in paused if dag_name is None or p.dag_name == dag_name]
+    head = [f"paused: {', '.join(p.dag_name for p in shown)}", ""] if shown else []
+    return head + format_runs(runs, tasks)
 
 
 def task_run_log(task_run_id: int) -> str:

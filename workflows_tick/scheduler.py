@@ -13,16 +13,41 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine
 
-from workflows_tick import queries
-from workflows_tick.dags import Dag
+from workflows_tick import cron, queries
+from workflows_tick.dags import Dag, DagRegistry
 from workflows_tick.errors import RunStateError, UnknownRunError, UsageError
-from workflows_tick.queries import Cancelled, DagRunRow
+from workflows_tick.plan import tasks_to_rerun
+from workflows_tick.queries import Cancelled, DagRunRow, PausedDag
+from workflows_tick.states import RunStatus, TaskStatus
 from workflows_tick.tick import Clock, utc_now
 
-__all__ = ["Cancelled", "DagRunRow", "cancel_run", "trigger_dag"]
+__all__ = [
+    "Backfill",
+    "Cancelled",
+    "DagRunRow",
+    "PausedDag",
+    "Rerun",
+    "backfill",
+    "cancel_run",
+    "pause_dag",
+    "paused_dags",
+    "rerun_run",
+    "trigger_dag",
+    "unpause_dag",
+]
+
+
+@dataclass(frozen=True)
+class Rerun:
+    run: DagRunRow
+    """The run as it was before the rerun."""
+    tasks: list[str]
+    """The tasks that get new attempts (tasks that never ran are started as usual)."""
 
 
 @contextmanager
@@ -112,3 +137,206 @@ def cancel_run(
                 f"run {run_id} has already ended ({run.status.value}); nothing to cancel"
             )
         return cancelled
+
+
+def pause_dag(
+    dag: Dag | str, *, by: str = "api", engine: Engine | None = None, clock: Clock = utc_now
+) -> bool:
+    """Pause ``dag`` for every scheduler: it gets no scheduled runs until unpaused.
+
+    Runs already created go on; manual triggers and backfills are still accepted
+    and run. Returns False if it was already paused (nothing changes then).
+    """
+    name = dag.name if isinstance(dag, Dag) else dag
+    with _transaction(engine, "pause") as conn:
+        return not queries.set_paused(conn, name, True, by, clock())
+
+
+def unpause_dag(
+    dag: Dag | str, *, by: str = "api", engine: Engine | None = None, clock: Clock = utc_now
+) -> bool:
+    """Let ``dag`` be scheduled again, from its next fire time: the times missed
+    while it was paused are not replayed. Returns False if it was not paused."""
+    name = dag.name if isinstance(dag, Dag) else dag
+    with _transaction(engine, "unpause") as conn:
+        was_paused = queries.set_paused(conn, name, False, by, clock())
+        cursor = queries.lock_cursor(conn, name)
+        now = clock()
+        if cursor is not None and cursor.next_fire_at <= now:
+            # No scheduler moved the cursor on while the DAG was paused (none ran):
+            # move it past now so that the missed time is not run on unpause.
+            following = cron.next_fire(cursor.schedule, cursor.timezone, now)
+            queries.advance_cursors(
+                conn, [queries.Cursor(name, cursor.schedule, cursor.timezone, following)], now
+            )
+        return was_paused
+
+
+def paused_dags(*, engine: Engine | None = None) -> list[PausedDag]:
+    """The paused DAGs, by name, with when and by whom they were paused."""
+    with _transaction(engine, "paused") as conn:
+        return queries.paused_dags(conn)
+
+
+MAX_BACKFILL_UNCONFIRMED = 1000
+"""A backfill of more fire times than this needs ``confirm_many`` (``--yes``)."""
+MAX_BACKFILL = 100_000
+"""No backfill creates more runs than this in one command."""
+
+
+@dataclass(frozen=True)
+class Backfill:
+    dag_name: str
+    times: list[datetime]
+    """Every fire time in the range, up to now (UTC, in order)."""
+    created: list[DagRunRow]
+    """The runs created (none for a dry run)."""
+    skipped: list[DagRunRow]
+    """The runs that already existed at fire times of the range (and were left alone)."""
+    rerun: list[DagRunRow]
+    """Failed runs rerun in place (``rerun_failed``), as they were before."""
+    later: int
+    """Fire times of the range after now: left to the schedule."""
+
+
+def parse_time(value: str, timezone: str, option: str) -> datetime:
+    """An ISO 8601 time; without an offset it is a wall-clock time in ``timezone``."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise UsageError(
+            f"{option} {value!r} is not an ISO time (e.g. 2024-01-31 or 2024-01-31T06:00+01:00)"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=ZoneInfo(timezone))
+    return parsed.astimezone(UTC)
+
+
+def backfill(
+    dag: Dag,
+    start: datetime,
+    end: datetime,
+    *,
+    dry_run: bool = False,
+    rerun_failed: bool = False,
+    confirm_many: bool = False,
+    by: str = "api",
+    engine: Engine | None = None,
+    clock: Clock = utc_now,
+) -> Backfill:
+    """One run of ``dag`` per fire time of its schedule in ``[start, end]`` (aware
+    times), each with that ``scheduled_for``, queued in time order behind the runs
+    already queued.
+
+    Idempotent: a fire time that has a run already (scheduled, backfilled) is
+    skipped, or, with ``rerun_failed``, rerun in place if that run failed. Fire
+    times after now are left to the schedule. Raises :class:`UsageError` for a DAG
+    without a schedule, an empty range, or more than :data:`MAX_BACKFILL_UNCONFIRMED`
+    times without ``confirm_many``.
+    """
+    if dag.schedule is None:
+        raise UsageError(f"DAG {dag.name} has no schedule: there are no fire times to backfill")
+    if start.tzinfo is None or end.tzinfo is None:
+        raise UsageError("backfill start and end must be aware times")
+    if end < start:
+        raise UsageError(f"--end {end.isoformat()} is before --start {start.isoformat()}")
+    now = clock()
+    every = cron.fire_times(dag.schedule, dag.timezone, start, end, MAX_BACKFILL)
+    if len(every) > MAX_BACKFILL:
+        raise UsageError(f"more than {MAX_BACKFILL:,} fire times in the range: split it")
+    times = [t for t in every if t <= now]
+    if not every:
+        raise UsageError(
+            f"DAG {dag.name} ({dag.schedule!r}, {dag.timezone}) has no fire time between "
+            f"{start.isoformat()} and {end.isoformat()}"
+        )
+    if len(times) > MAX_BACKFILL_UNCONFIRMED and not confirm_many and not dry_run:
+        raise UsageError(
+            f"{len(times):,} fire times: more than {MAX_BACKFILL_UNCONFIRMED:,} need --yes"
+        )
+    with _transaction(engine, "backfill") as conn:
+        existing = queries.runs_at(conn, dag.name, times)
+        if dry_run:
+            created: list[DagRunRow] = []
+        else:
+            created = queries.insert_backfill_runs(conn, dag.name, times, by, now)
+        made = {r.scheduled_for for r in created}
+        if not dry_run:
+            # Runs created by another command since ``existing`` was read count as skipped.
+            existing = queries.runs_at(conn, dag.name, [t for t in times if t not in made])
+        skipped = [existing[t] for t in times if t in existing]
+        rerun: list[DagRunRow] = []
+        if rerun_failed:
+            for run in skipped:
+                if run.status is not RunStatus.FAILED:
+                    continue
+                if not dry_run:
+                    locked = queries.lock_run(conn, run.id)
+                    if locked is None or locked.status is not RunStatus.FAILED:
+                        continue  # rerun by someone else meanwhile
+                    _rerun(conn, locked, False, by, dag, now)
+                rerun.append(run)
+        return Backfill(
+            dag.name,
+            times,
+            created,
+            [r for r in skipped if r not in rerun],
+            rerun,
+            len(every) - len(times),
+        )
+
+
+def rerun_run(
+    run_id: int,
+    *,
+    every_task: bool = False,
+    by: str = "api",
+    registry: DagRegistry | None = None,
+    engine: Engine | None = None,
+    clock: Clock = utc_now,
+) -> Rerun:
+    """Rerun an ended run from failure, in place.
+
+    Its failed and cancelled tasks and everything downstream of them (found in
+    ``registry``'s copy of the DAG, when given) get new attempts at the next pass;
+    succeeded tasks are kept (``every_task`` reruns them all). Earlier attempts stay
+    in the history with their output. Refused (:class:`RunStateError`) while the run
+    is running or any of its attempts is still being stopped.
+    """
+    with _transaction(engine, "rerun") as conn:
+        run = queries.lock_run(conn, run_id)
+        if run is None:
+            raise UnknownRunError(run_id)
+        if run.status is RunStatus.RUNNING:
+            raise RunStateError(f"run {run_id} is running; it can be rerun once it has ended")
+        return Rerun(
+            run, _rerun(conn, run, every_task, by, _loaded_dag(registry, run.dag_name), clock())
+        )
+
+
+def _rerun(
+    conn: Connection, run: DagRunRow, every_task: bool, by: str, dag: Dag | None, now: datetime
+) -> list[str]:
+    """Rerun an ended, locked run in the caller's transaction; the tasks rerun."""
+    states = queries.task_run_states(conn, [run.id])[run.id]
+    if any(s.status in (TaskStatus.RUNNING, TaskStatus.WAITING) for s in states):
+        raise RunStateError(
+            f"run {run.id} has attempts that are still being stopped; rerun it once they have ended"
+        )
+    tasks = tasks_to_rerun(states, dag, every_task)
+    if not tasks and not every_task:
+        raise RunStateError(
+            f"run {run.id} {run.status.value} with no failed or cancelled task run; "
+            "--all reruns every task"
+        )
+    queries.rerun_run(conn, run.id, tasks, f"rerun by {by}", now)
+    return tasks
+
+
+def _loaded_dag(registry: DagRegistry | None, name: str) -> Dag | None:
+    if registry is None or name not in registry:
+        return None
+    loaded = registry.load(name)
+    return loaded if isinstance(loaded, Dag) else None
