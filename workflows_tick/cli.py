@@ -39,8 +39,10 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """FloatRange lets 'nan' and 'inf' through; a duration must be a real number."""
+    if value is None:
+        return None
     if value != value or value in (float("inf"), float("-inf")):
         raise click.BadParameter(f"{value} is not a number of seconds")
     return value
@@ -244,15 +246,60 @@ def _parse_parameters(values: tuple[str, ...]) -> dict[str, str]:
     help="A parameter for the run's tasks (repeatable).",
 )
 @click.option("--creator", default="cli", show_default=True, help="Who asked for the run.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run to end, printing each task run's state change; exit 0 if it "
+    "succeeded, 1 if it failed or was cancelled. A scheduler must be running.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    callback=_finite,
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 124; the run goes on).",
+)
 @pass_ctx
-def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -> None:
+def trigger(
+    obj: Context,
+    dag: str,
+    parameters: tuple[str, ...],
+    creator: str,
+    wait: bool,
+    timeout: float | None,
+) -> None:
     """Create a run of DAG now and print its id."""
     from workflows_tick.scheduler import trigger_dag
 
+    if timeout is not None and not wait:
+        raise UsageError("--timeout needs --wait")
     params = _parse_parameters(parameters)
     loaded = obj.registry.get(_known_dag(obj.registry, dag))
     run = trigger_dag(loaded, creator=creator, parameters=params)
     click.echo(run.id)
+    if wait:
+        _wait(run.id, timeout)
+
+
+def _wait(run_id: int, timeout: float | None) -> None:
+    from workflows_tick.logs import redact
+    from workflows_tick.queries import TaskRunRow
+    from workflows_tick.scheduler import wait_for_run
+
+    def show(task_run: TaskRunRow) -> None:
+        moment = task_run.ended_at or task_run.started_at or task_run.created_at
+        detail = f": {redact(task_run.error)}" if task_run.error else ""
+        click.echo(
+            f"{moment.strftime('%H:%M:%S')}  {task_run.task_name} attempt {task_run.attempt} "
+            f"{task_run.status.value}{detail}"
+        )
+
+    run = wait_for_run(run_id, timeout=timeout, on_change=show)
+    message = f": {redact(run.message)}" if run.message else ""
+    click.echo(f"run {run.id} {run.status.value}{message}")
+    if run.status.value != "succeeded":
+        sys.exit(1)
 
 
 @cli.command()
@@ -415,6 +462,40 @@ def logs(obj: Context, task_run: int) -> None:
     from workflows_tick.reports import task_run_log
 
     click.echo(task_run_log(task_run), nl=False)
+
+
+@cli.command()
+@click.option(
+    "--older-than", required=True, metavar="DURATION", help="e.g. 90d, 12h, 30m, 45s, 2w."
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@pass_ctx
+def prune(obj: Context, older_than: str, dry_run: bool) -> None:
+    """Delete finished runs that ended more than DURATION ago, with their task runs
+    and logs, in small batches. Never a running run, nor a DAG's most recent run."""
+    from workflows_tick import scheduler
+
+    done = scheduler.prune(scheduler.parse_duration(older_than), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for dag, (runs, task_runs) in done.by_dag.items():
+        click.echo(f"{dag}: {verb} {runs} run(s), {task_runs} task run(s)")
+    click.echo(
+        f"{verb} {done.runs} run(s) and {done.task_runs} task run(s) that ended before "
+        f"{done.cutoff.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+        + (f"; {done.heartbeats} old scheduler heartbeat(s)" if done.heartbeats else "")
+    )
+
+
+@cli.command()
+@pass_ctx
+def status(obj: Context) -> None:
+    """Schedulers seen in the last 5 minutes, paused DAGs, running and waiting work,
+    and the next fire times."""
+    from workflows_tick.reports import status_lines
+    from workflows_tick.scheduler import status as read_status
+
+    for line in status_lines(read_status()):
+        click.echo(line)
 
 
 @cli.command()

@@ -63,6 +63,12 @@ class RunStateError(WorkflowsError):
     """A run is not in a state that allows the command (cancel a finished run...)."""
 
 
+class RunWaitTimeout(WorkflowsError):
+    """A run did not end within the time given to wait for it (exit code 124, like timeout(1))."""
+
+    exit_code = 124
+
+
 class DagLoadError(WorkflowsError):
     """A DAG folder or task file that cannot be loaded.
 

@@ -740,3 +740,136 @@ def insert_backfill_runs(
         {"dag": dag_name, "times": sorted(times), "creator": creator, "now": now},
     )
     return sorted((_run_row(r) for r in rows), key=lambda r: r.id)
+
+
+# --- control: waiting for a run, pruning, status ----------------------------------------
+
+
+def run_by_id(conn: Connection, run_id: int) -> DagRunRow | None:
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id"), {"id": run_id}
+    ).one_or_none()
+    return None if row is None else _run_row(row)
+
+
+_PRUNABLE = (
+    "FROM dag_run r WHERE r.status <> 'running' AND r.ended_at < :cutoff "
+    "AND r.id <> (SELECT max(m.id) FROM dag_run m WHERE m.dag_name = r.dag_name) "
+    "AND NOT EXISTS (SELECT 1 FROM task_run t WHERE t.dag_run_id = r.id "
+    "AND t.status IN ('waiting', 'running'))"
+)
+"""Finished runs that ended before the cutoff, except each DAG's most recent run and
+runs with attempts still being stopped."""
+
+
+def prunable_runs(conn: Connection, cutoff: datetime) -> dict[str, tuple[int, int]]:
+    """What a prune would delete: DAG -> (runs, task runs)."""
+    rows = conn.execute(
+        text(
+            "SELECT r.dag_name, count(*) AS runs, sum((SELECT count(*) FROM task_run t "
+            f"WHERE t.dag_run_id = r.id)) AS task_runs {_PRUNABLE} GROUP BY r.dag_name "
+            "ORDER BY r.dag_name"
+        ),
+        {"cutoff": cutoff},
+    )
+    return {r.dag_name: (int(r.runs), int(r.task_runs or 0)) for r in rows}
+
+
+def prune_batch(conn: Connection, cutoff: datetime, limit: int) -> dict[str, tuple[int, int]]:
+    """Delete up to ``limit`` prunable runs with their task runs (and their output);
+    rows locked by someone else are skipped. DAG -> (runs, task runs) deleted."""
+    rows = conn.execute(
+        text(
+            f"WITH doomed AS (SELECT r.id, r.dag_name {_PRUNABLE} ORDER BY r.id LIMIT :limit "
+            "FOR UPDATE OF r SKIP LOCKED), "
+            "counted AS (SELECT d.id, d.dag_name, (SELECT count(*) FROM task_run t "
+            "WHERE t.dag_run_id = d.id) AS task_runs FROM doomed d), "
+            "deleted AS (DELETE FROM dag_run r USING counted c WHERE r.id = c.id "
+            "RETURNING r.dag_name, c.task_runs) "
+            "SELECT dag_name, count(*) AS runs, sum(task_runs) AS task_runs FROM deleted "
+            "GROUP BY dag_name"
+        ),
+        {"cutoff": cutoff, "limit": limit},
+    )
+    return {r.dag_name: (int(r.runs), int(r.task_runs or 0)) for r in rows}
+
+
+def prune_heartbeats(conn: Connection, cutoff: datetime) -> int:
+    """Delete the heartbeat rows of schedulers not seen since ``cutoff``."""
+    return conn.execute(
+        text("DELETE FROM scheduler_heartbeat WHERE last_pass_at < :cutoff"), {"cutoff": cutoff}
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class SchedulerRow:
+    id: str
+    host: str
+    pid: int
+    manager: str
+    started_at: datetime
+    last_pass_at: datetime
+    last_pass_seconds: float
+    dags: list[str]
+    stopped_at: datetime | None
+
+
+def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
+    """The schedulers whose last pass was at or after ``since``, latest first."""
+    rows = conn.execute(
+        text(
+            "SELECT id, host, pid, manager, started_at, last_pass_at, last_pass_seconds, dags, "
+            "stopped_at FROM scheduler_heartbeat WHERE last_pass_at >= :since "
+            "ORDER BY last_pass_at DESC, id"
+        ),
+        {"since": since},
+    )
+    return [
+        SchedulerRow(
+            r.id,
+            r.host,
+            r.pid,
+            r.manager,
+            r.started_at,
+            r.last_pass_at,
+            r.last_pass_seconds,
+            list(r.dags),
+            r.stopped_at,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Activity:
+    running_runs: int
+    running_task_runs: int
+    waiting_task_runs: int
+    """Waiting task runs whose retry delay (if any) has passed: ready to start."""
+    oldest_waiting_since: datetime | None
+    """When the longest-waiting ready task run became ready."""
+
+
+def activity(conn: Connection, now: datetime) -> Activity:
+    row = conn.execute(
+        text(
+            "SELECT (SELECT count(*) FROM dag_run WHERE status = 'running') AS runs, "
+            "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting' AND not_before <= :now) "
+            "AS waiting, (SELECT min(GREATEST(created_at, not_before)) FROM task_run "
+            "WHERE status = 'waiting' AND not_before <= :now) AS oldest"
+        ),
+        {"now": now},
+    ).one()
+    return Activity(int(row.runs), int(row.running), int(row.waiting), row.oldest)
+
+
+def next_fire_times(conn: Connection) -> list[Cursor]:
+    rows = conn.execute(
+        text(
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, EXISTS (SELECT 1 "
+            "FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
+            "FROM dag_schedule s ORDER BY s.next_fire_at, s.dag_name"
+        )
+    )
+    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused) for r in rows]

@@ -11,18 +11,27 @@ Without an ``engine``, the database is found as the scheduler finds it (and migr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
 from workflows_tick import cron, queries
 from workflows_tick.dags import Dag, DagRegistry
-from workflows_tick.errors import RunStateError, UnknownRunError, UsageError
+from workflows_tick.errors import RunStateError, RunWaitTimeout, UnknownRunError, UsageError
 from workflows_tick.plan import tasks_to_rerun
-from workflows_tick.queries import Cancelled, DagRunRow, PausedDag
+from workflows_tick.queries import (
+    Activity,
+    Cancelled,
+    Cursor,
+    DagRunRow,
+    PausedDag,
+    SchedulerRow,
+    TaskRunRow,
+)
 from workflows_tick.states import RunStatus, TaskStatus
 from workflows_tick.tick import Clock, utc_now
 
@@ -53,17 +62,8 @@ class Rerun:
 @contextmanager
 def _transaction(engine: Engine | None, purpose: str) -> Iterator[Connection]:
     """One transaction on ``engine``, or on the configured database (migrated first)."""
-    if engine is not None:
-        with engine.begin() as conn:
-            yield conn
-        return
-    from workflows_tick.database import connect
-    from workflows_tick.migrate import upgrade
-
-    with connect(purpose=purpose) as db:
-        upgrade(db.engine)
-        with db.engine.begin() as conn:
-            yield conn
+    with _connection(engine, purpose) as db, db.begin() as conn:
+        yield conn
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -340,3 +340,165 @@ def _loaded_dag(registry: DagRegistry | None, name: str) -> Dag | None:
         return None
     loaded = registry.load(name)
     return loaded if isinstance(loaded, Dag) else None
+
+
+DEFAULT_WAIT_POLL_SECONDS = 0.5
+"""How often :func:`wait_for_run` reads the run's state."""
+
+
+def wait_for_run(
+    run_id: int,
+    *,
+    timeout: float | None = None,
+    on_change: Callable[[TaskRunRow], None] | None = None,
+    poll_seconds: float = DEFAULT_WAIT_POLL_SECONDS,
+    engine: Engine | None = None,
+) -> DagRunRow:
+    """Block until the run has ended and return it; ``on_change`` gets each task run
+    whose state changed (in id order). A scheduler must be running: this only reads.
+
+    Raises :class:`RunWaitTimeout` (exit code 124) after ``timeout`` seconds.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    seen: dict[int, tuple[str, int | None]] = {}
+    with _connection(engine, "wait") as db:
+        while True:
+            with db.connect() as conn:
+                run = queries.run_by_id(conn, run_id)
+                if run is None:
+                    raise UnknownRunError(run_id)
+                task_runs = queries.task_runs_of(conn, [run_id])
+            for task_run in task_runs:
+                state = (task_run.status.value, task_run.exit_code)
+                if seen.get(task_run.id) != state:
+                    seen[task_run.id] = state
+                    if on_change is not None:
+                        on_change(task_run)
+            if run.status is not RunStatus.RUNNING:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise RunWaitTimeout(f"run {run_id} is still running after {timeout:g}s")
+            pause = poll_seconds
+            if deadline is not None:
+                pause = max(0.0, min(pause, deadline - time.monotonic()))
+            time.sleep(pause)
+
+
+@contextmanager
+def _connection(engine: Engine | None, purpose: str) -> Iterator[Engine]:
+    """``engine``, or an engine on the configured database (migrated first)."""
+    if engine is not None:
+        yield engine
+        return
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose=purpose) as db:
+        upgrade(db.engine)
+        yield db.engine
+
+
+_DURATION = re.compile(r"\s*(\d+)\s*([smhdw])\s*\Z")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: str, option: str = "--older-than") -> timedelta:
+    """``90d``, ``12h``, ``30m``, ``45s``, ``2w``: a positive duration."""
+    match = _DURATION.match(value)
+    if match is None or int(match.group(1)) == 0:
+        raise UsageError(
+            f"{option} {value!r} is not a positive duration such as 90d, 12h, 30m, 45s or 2w"
+        )
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > 100 * 365 * 86400:
+        raise UsageError(f"{option} {value!r} is more than 100 years")
+    return timedelta(seconds=seconds)
+
+
+DEFAULT_PRUNE_BATCH = 500
+"""Runs deleted per transaction: each batch holds its locks for a moment only."""
+
+
+@dataclass(frozen=True)
+class Pruned:
+    cutoff: datetime
+    by_dag: dict[str, tuple[int, int]]
+    """DAG -> (runs, task runs) deleted (or, for a dry run, that would be)."""
+    heartbeats: int
+    """Rows of schedulers not seen since the cutoff, deleted."""
+
+    @property
+    def runs(self) -> int:
+        return sum(r for r, _ in self.by_dag.values())
+
+    @property
+    def task_runs(self) -> int:
+        return sum(t for _, t in self.by_dag.values())
+
+
+def prune(
+    older_than: timedelta,
+    *,
+    dry_run: bool = False,
+    batch_size: int = DEFAULT_PRUNE_BATCH,
+    engine: Engine | None = None,
+    clock: Clock = utc_now,
+) -> Pruned:
+    """Delete finished runs that ended more than ``older_than`` ago, with their task
+    runs and stored output, in batches of ``batch_size`` runs (one short transaction
+    each, rows locked elsewhere skipped). Never a running run, a run whose attempts
+    are still being stopped, or a DAG's most recent run. Each deleted run goes with
+    all its task runs: stopped halfway, a prune leaves whole runs only.
+    """
+    if batch_size < 1:
+        raise UsageError("batch size must be at least 1")
+    cutoff = clock() - older_than
+    by_dag: dict[str, tuple[int, int]] = {}
+    with _connection(engine, "prune") as db:
+        if dry_run:
+            with db.connect() as conn:
+                return Pruned(cutoff, queries.prunable_runs(conn, cutoff), 0)
+        while True:
+            with db.begin() as conn:
+                batch = queries.prune_batch(conn, cutoff, batch_size)
+            for dag, (runs, task_runs) in batch.items():
+                before = by_dag.get(dag, (0, 0))
+                by_dag[dag] = (before[0] + runs, before[1] + task_runs)
+            if sum(r for r, _ in batch.values()) < batch_size:
+                break
+        with db.begin() as conn:
+            heartbeats = queries.prune_heartbeats(conn, cutoff)
+    return Pruned(cutoff, dict(sorted(by_dag.items())), heartbeats)
+
+
+DEFAULT_STATUS_WINDOW = timedelta(minutes=5)
+"""``status`` lists the schedulers whose last pass is this recent."""
+
+
+@dataclass(frozen=True)
+class Status:
+    now: datetime
+    schedulers: list[SchedulerRow]
+    paused: list[PausedDag]
+    activity: Activity
+    schedules: list[Cursor]
+    """Each scheduled DAG's next fire time (``paused`` set for paused DAGs), soonest first."""
+
+
+def status(
+    *,
+    window: timedelta = DEFAULT_STATUS_WINDOW,
+    engine: Engine | None = None,
+    clock: Clock = utc_now,
+) -> Status:
+    """What the schedulers are doing: those seen within ``window``, paused DAGs,
+    running and waiting work, and the next fire times."""
+    now = clock()
+    with _connection(engine, "status") as db, db.connect() as conn:
+        return Status(
+            now,
+            queries.schedulers_seen(conn, now - window),
+            queries.paused_dags(conn),
+            queries.activity(conn, now),
+            queries.next_fire_times(conn),
+        )

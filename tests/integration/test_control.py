@@ -1,10 +1,10 @@
-"""Cancel, pause, rerun and backfill, on a real PostgreSQL: the database rules and the races with passes."""
+"""The control commands (cancel, pause, rerun, backfill, prune, status, wait), on a real PostgreSQL: the database rules and the races with passes."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from tests.support import FakeClock, InstantManager, write_project
 from workflows_tick import queries
-from workflows_tick.errors import RunStateError, UnknownRunError, UsageError
+from workflows_tick.errors import RunStateError, RunWaitTimeout, UnknownRunError, UsageError
 from workflows_tick.managers.base import Outcome, PollResult, RunningTaskRun
 from workflows_tick.scheduler import (
     backfill,
@@ -20,9 +20,12 @@ from workflows_tick.scheduler import (
     parse_time,
     pause_dag,
     paused_dags,
+    prune,
     rerun_run,
+    status,
     trigger_dag,
     unpause_dag,
+    wait_for_run,
 )
 from workflows_tick.tick import Ticker
 
@@ -573,3 +576,87 @@ def test_backfill_mistakes_are_usage_errors_that_change_nothing(
         dag, at(0), at(0).replace(month=3), confirm_many=True, engine=engine, clock=clock
     )
     assert len(done.created) == 1441
+
+
+# --- prune, status, waiting ---------------------------------------------------------------
+
+
+def test_prune_deletes_old_finished_runs_in_batches_but_never_the_latest_or_running(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"chain": CHAIN, "other": CHAIN})
+    t = Ticker(reg, InstantManager(), engine, "config.py", clock=clock)
+    old = [trigger_dag("chain", creator="t", engine=engine, clock=clock) for _ in range(5)]
+    lone = trigger_dag("other", creator="t", engine=engine, clock=clock)
+    for _ in range(30):
+        t.run_pass()
+    clock.advance(days=100)
+    running = trigger_dag("chain", creator="t", engine=engine, clock=clock)  # the latest of chain
+    assert rows(engine, "SELECT count(*) FROM task_run") == [(12,)]
+
+    dry = prune(timedelta(days=90), dry_run=True, engine=engine, clock=clock)
+    assert dry.by_dag == {"chain": (5, 10)}  # "other" keeps its only (most recent) run
+    assert rows(engine, "SELECT count(*) FROM dag_run") == [(7,)]
+
+    done = prune(timedelta(days=90), batch_size=2, engine=engine, clock=clock)
+    assert done.by_dag == {"chain": (5, 10)} and (done.runs, done.task_runs) == (5, 10)
+    assert rows(engine, "SELECT id FROM dag_run ORDER BY id") == [(lone.id,), (running.id,)]
+    assert rows(engine, "SELECT count(*) FROM task_run") == [(2,)]
+    assert prune(timedelta(days=90), engine=engine, clock=clock).runs == 0
+    assert old  # all five were old and finished
+
+
+def test_status_reports_schedulers_paused_dags_work_and_next_fire_times(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"hourly": HOURLY, "chain": CHAIN})
+    manager = InstantManager(capacity=0)
+    t = Ticker(reg, manager, engine, "config.py", clock=clock)
+    trigger_dag("chain", creator="t", engine=engine, clock=clock)
+    t.run_pass()
+    pause_dag("hourly", engine=engine, clock=clock)
+    clock.advance(30)
+
+    now = status(engine=engine, clock=clock)
+
+    assert [(s.id, s.manager, s.dags) for s in now.schedulers] == [
+        (t.scheduler_id, "test", ["chain", "hourly"])
+    ]
+    assert [p.dag_name for p in now.paused] == ["hourly"]
+    assert now.activity.running_runs == 1 and now.activity.waiting_task_runs == 1
+    assert now.activity.oldest_waiting_since == clock() - timedelta(seconds=30)
+    assert [(c.dag_name, c.next_fire_at, c.paused) for c in now.schedules] == [
+        ("hourly", at(13), True)
+    ]
+    clock.advance(minutes=10)
+    assert status(engine=engine, clock=clock).schedulers == []  # not seen for 10 minutes
+
+
+def test_wait_for_run_reports_each_change_and_the_end(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"chain": CHAIN})
+    t = Ticker(reg, InstantManager(), engine, "config.py", clock=clock)
+    run = trigger_dag("chain", creator="t", engine=engine, clock=clock)
+    with pytest.raises(RunWaitTimeout, match=f"run {run.id} is still running after 0.1s"):
+        wait_for_run(run.id, timeout=0.1, poll_seconds=0.02, engine=engine)
+    stop = threading.Event()
+    driver = threading.Thread(
+        target=lambda: [t.run_pass() for _ in range(6) if not stop.wait(0.05)]
+    )
+    driver.start()
+    changes: list[tuple[str, int, str]] = []
+    ended = wait_for_run(
+        run.id,
+        timeout=30,
+        poll_seconds=0.01,
+        on_change=lambda r: changes.append((r.task_name, r.attempt, r.status.value)),
+        engine=engine,
+    )
+    driver.join()
+    assert ended.status.value == "succeeded"
+    assert changes[-1] == ("b.yaml", 1, "succeeded")
+    assert ("a.yaml", 1, "succeeded") in changes
+    assert len(set(changes)) == len(changes)  # each state reported once
+    with pytest.raises(UnknownRunError):
+        wait_for_run(4242, engine=engine)
