@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.support import FakeClock, InstantManager, write_project
-from workflows_tick import queries
+from workflows_tick import queries, tick
 from workflows_tick.errors import RunStateError, RunWaitTimeout, UnknownRunError, UsageError
 from workflows_tick.managers.base import Outcome, PollResult, RunningTaskRun
 from workflows_tick.scheduler import (
@@ -228,8 +228,9 @@ def test_cancel_racing_the_pass_that_finishes_the_run_has_one_winner(
 
 
 def test_each_pass_records_one_heartbeat_row_per_scheduler(
-    engine: Engine, project, clock: FakeClock
+    engine: Engine, project, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tick, "HEARTBEAT_SECONDS", 0.0)
     t = Ticker(project, InstantManager(), engine, "config.py", clock=clock)
     t.run_pass()
     clock.advance(5)
@@ -249,6 +250,22 @@ def test_each_pass_records_one_heartbeat_row_per_scheduler(
     assert rows(
         engine, f"SELECT stopped_at FROM scheduler_heartbeat WHERE id = '{t.scheduler_id}'"
     ) == [(clock(),)]
+
+
+def test_idle_passes_record_the_heartbeat_at_most_once_a_second_busy_ones_always(
+    engine: Engine, project, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tick, "HEARTBEAT_SECONDS", 3600.0)
+    t = Ticker(project, InstantManager(), engine, "config.py", clock=clock)
+    beat = f"SELECT last_pass_at FROM scheduler_heartbeat WHERE id = '{t.scheduler_id}'"
+    t.run_pass()
+    first = clock()
+    clock.advance(5)
+    t.run_pass()  # idle, and the heartbeat is fresh: no write at all
+    assert rows(engine, beat) == [(first,)]
+    trigger_dag("chain", creator="t", engine=engine, clock=clock)
+    t.run_pass()  # it writes anyway: the heartbeat goes with it
+    assert rows(engine, beat) == [(clock(),)]
 
 
 # --- pause ------------------------------------------------------------------------------
