@@ -17,19 +17,30 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import tenacity
 
-from workflows_tick.errors import KubernetesPermissionError, LaunchError, WorkflowsError
-from workflows_tick.kube_backend import (
+from workflows_tick.errors import (
     KubeApiError,
-    KubeBackend,
     KubeConflict,
     KubeForbidden,
+    KubernetesPermissionError,
     KubeTransientError,
+    LaunchError,
+    WorkflowsError,
 )
-from workflows_tick.kube_pods import (
+from workflows_tick.logs import redact, register_secret
+from workflows_tick.managers.base import (
+    Launch,
+    ManagerSettings,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
+from workflows_tick.managers.kubernetes.backend import KubeBackend
+from workflows_tick.managers.kubernetes.pods import (
     DEFAULT_PENDING_TIMEOUT,
     MANAGED_SELECTOR,
     PodState,
@@ -40,14 +51,6 @@ from workflows_tick.kube_pods import (
     pod_name,
     pod_options,
     read_pod,
-)
-from workflows_tick.logs import redact, register_secret
-from workflows_tick.managers.base import (
-    Launch,
-    Outcome,
-    PollResult,
-    RunningTaskRun,
-    TaskManager,
 )
 
 if TYPE_CHECKING:
@@ -78,6 +81,7 @@ class KubernetesTaskManager(TaskManager):
     """Runs each attempt as a pod; see ``docs/kubernetes.md``."""
 
     name: ClassVar[str] = "kubernetes"
+    needs_database_url: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -103,11 +107,16 @@ class KubernetesTaskManager(TaskManager):
         self._configured: tuple[int, frozenset[str]] | None = None
         _register_env_secrets(registry.worker_config.get("kube_env"))
 
+    @classmethod
+    def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
+        """``max_running`` from ``--max-running``; the cluster is reached on first use."""
+        return cls(registry, max_running=settings.max_running)
+
     @property
     def backend(self) -> KubeBackend:
         """The API, connected on first use (the client is imported only then)."""
         if self._backend is None:
-            from workflows_tick.kube_backend import ClientBackend
+            from workflows_tick.managers.kubernetes.backend import ClientBackend
 
             in_cluster = self.registry.worker_config.get("kube_in_cluster") is True
             self._backend = ClientBackend(in_cluster)
