@@ -6,14 +6,21 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick import queries, tick
 from workflows_tick.errors import RunStateError, RunWaitTimeout, UnknownRunError, UsageError
-from workflows_tick.managers.base import Outcome, PollResult, RunningTaskRun
+from workflows_tick.managers.base import (
+    Launch,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
 from workflows_tick.scheduler import (
     backfill,
     cancel_run,
@@ -27,6 +34,7 @@ from workflows_tick.scheduler import (
     unpause_dag,
     wait_for_run,
 )
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 CHAIN = {
@@ -36,23 +44,30 @@ CHAIN = {
 }
 
 
-class HeldManager(InstantManager):
+class HeldManager(TaskManager):
     """Starts attempts and keeps them running until told how they end."""
 
+    name: ClassVar[str] = "test"
+
     def __init__(self) -> None:
-        super().__init__(finish=False)
+        self.started: list[Launch] = []
         self.seen: list[RunningTaskRun] = []
         self.ending: list[Outcome] = []
+
+    def capacity(self) -> int:
+        return 1000
+
+    def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
+        return "here"
+
+    def start(self, launch: Launch) -> None:
+        self.started.append(launch)
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
         self.seen = list(running)
         ending, self.ending = self.ending, []
         done = {o.task_run_id for o in ending}
-        self._pending = [p for p in self._pending if p.task_run_id not in done]
-        return PollResult(
-            finished=ending,
-            alive=[p.task_run_id for p in self._pending if p.task_run_id not in done],
-        )
+        return PollResult(finished=ending, alive=[r.id for r in running if r.id not in done])
 
 
 def rows(engine: Engine, sql: str) -> list[tuple]:  # type: ignore[type-arg]
