@@ -257,15 +257,12 @@ def backfill(
             f"{len(times):,} fire times: more than {MAX_BACKFILL_UNCONFIRMED:,} need --yes"
         )
     with _transaction(engine, "backfill") as conn:
-        existing = queries.runs_at(conn, dag.name, times)
-        if dry_run:
-            created: list[DagRunRow] = []
-        else:
+        created: list[DagRunRow] = []
+        if not dry_run:
             created = queries.insert_backfill_runs(conn, dag.name, times, by, now)
         made = {r.scheduled_for for r in created}
-        if not dry_run:
-            # Runs created by another command since ``existing`` was read count as skipped.
-            existing = queries.runs_at(conn, dag.name, [t for t in times if t not in made])
+        # Read after the insert: runs a concurrent command created meanwhile are skipped.
+        existing = queries.runs_at(conn, dag.name, [t for t in times if t not in made])
         skipped = [existing[t] for t in times if t in existing]
         rerun: list[DagRunRow] = []
         if rerun_failed:
@@ -276,7 +273,10 @@ def backfill(
                     locked = queries.lock_run(conn, run.id)
                     if locked is None or locked.status is not RunStatus.FAILED:
                         continue  # rerun by someone else meanwhile
-                    _rerun(conn, locked, False, by, dag, now)
+                    try:
+                        _rerun(conn, locked, False, by, dag, now)
+                    except RunStateError:  # nothing to rerun (it changed nothing)
+                        continue
                 rerun.append(run)
         return Backfill(
             dag.name,
