@@ -545,10 +545,15 @@ def test_cancelled_attempt_has_its_process_group_killed_after_the_grace(
 
 
 def test_cancelled_attempt_that_exits_zero_on_sigterm_succeeds(
-    manager: WorkerTaskManager,
+    manager: WorkerTaskManager, tmp_path: Path
 ) -> None:
-    launch = make_launch("trap 'exit 0' TERM; sleep 60 & wait", shell=True)
+    ready = tmp_path / "ready"
+    launch = make_launch(f"trap 'exit 0' TERM; touch {ready}; sleep 60 & wait", shell=True)
     manager.start(launch)
+    began = time.monotonic()
+    while not ready.exists():  # SIGTERM before the trap is set would kill the shell
+        assert time.monotonic() - began < 10, "the task never set its trap"
+        time.sleep(0.01)
     manager.poll([cancelled_row(launch)])
     outcome = run_to_completion(manager, [launch])[1]
     assert outcome.succeeded and outcome.error is None
