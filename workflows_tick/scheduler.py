@@ -364,7 +364,7 @@ def wait_for_run(
     with _connection(engine, "wait") as db:
         while True:
             with db.connect() as conn:
-                run = queries.run_by_id(conn, run_id)
+                run = queries.dag_run_by_id(conn, run_id)
                 if run is None:
                     raise UnknownRunError(run_id)
                 task_runs = queries.task_runs_of(conn, [run_id])
