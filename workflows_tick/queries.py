@@ -310,6 +310,32 @@ def insert_manual_run(
     return _run_row(row)
 
 
+# --- waking schedulers --------------------------------------------------------------
+
+WORK_CHANNEL = "workflows_work"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel that wakes sleeping schedulers."""
+
+
+def notify_work(conn: Connection) -> None:
+    """Wake every scheduler sleeping on this database once the transaction commits.
+
+    Call it in the transaction that creates or changes work (a trigger, a rerun...):
+    PostgreSQL delivers the notification on commit and drops it on rollback. A lost
+    notification only costs latency: schedulers still pass every ``--interval``.
+    """
+    conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WORK_CHANNEL})
+
+
+def listen_for_work(conn: Connection) -> None:
+    """Subscribe ``conn`` (in autocommit mode) to :func:`notify_work`'s notifications."""
+    conn.execute(text(f"LISTEN {WORK_CHANNEL}"))
+
+
+def ping(conn: Connection) -> None:
+    """One round trip: raises if the connection is dead."""
+    conn.execute(text("SELECT 1"))
+
+
 # --- advancing runs -----------------------------------------------------------------
 
 
@@ -511,3 +537,12 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
             {"names": list(dag_names)},
         ).scalar_one()
     )
+
+
+def next_retry_at(conn: Connection, now: datetime) -> datetime | None:
+    """The earliest ``not_before`` still ahead of ``now`` among waiting task runs."""
+    value: datetime | None = conn.execute(
+        text("SELECT min(not_before) FROM task_run WHERE status = 'waiting' AND not_before > :now"),
+        {"now": now},
+    ).scalar_one()
+    return value

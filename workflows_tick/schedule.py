@@ -29,6 +29,7 @@ from workflows_tick.errors import WorkflowsError
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import TaskManager
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
+from workflows_tick.wakeup import WorkListener
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +157,8 @@ class Loop:
         self._fingerprint = registry.fingerprint()
         self._checked_at = time.monotonic()
         self._woken = threading.Event()
+        self.listener: WorkListener | None = None
+        """Set while looping: wakes the loop when work is notified."""
 
     def run(self) -> int:
         """Drive passes until done or signalled; the number of passes that failed."""
@@ -163,7 +166,12 @@ class Loop:
             if self.options.once:
                 self._once()
             else:
-                self._loop()
+                self.listener = WorkListener(self.ticker.engine, self._woken.set)
+                self.listener.start()
+                try:
+                    self._loop()
+                finally:
+                    self.listener.stop()
         self._shutdown()
         return self.failed_passes
 
@@ -205,7 +213,8 @@ class Loop:
                 return
             if result.did_work:
                 continue
-            self._sleep(self._sleep_time(result.next_fire_at))
+            wake_at = [t for t in (result.next_fire_at, self._next_retry_at()) if t is not None]
+            self._sleep(self._sleep_time(min(wake_at, default=None)))
 
     def _reload_if_changed(self) -> None:
         """Pick up DAG edits without a restart (a schedule edit applies from now on)."""
@@ -230,6 +239,13 @@ class Loop:
             log.exception("cannot tell whether runs are still running")
             return False
 
+    def _next_retry_at(self) -> datetime | None:
+        """When a retry waiting out its delay is due (None if unknown: the interval decides)."""
+        try:
+            return self.ticker.next_retry_at()
+        except Exception:
+            return None
+
     def _sleep_time(self, next_fire_at: datetime | None) -> float:
         timeout = self.options.interval
         if self.manager.in_flight():
@@ -240,13 +256,16 @@ class Loop:
         return timeout
 
     def _sleep(self, timeout: float) -> None:
-        """Sleep up to ``timeout``; wake when a task finishes or a signal arrives."""
+        """Sleep up to ``timeout``; wake when a task finishes, work is notified
+        (:mod:`workflows_tick.wakeup`) or a signal arrives."""
         deadline = time.monotonic() + timeout
         while not self._woken.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.manager.wait(min(remaining, 0.25)):
+            if not self.manager.in_flight():
+                self._woken.wait(min(remaining, 0.25))  # nothing of ours can finish
+            elif self.manager.wait(min(remaining, 0.25)):
                 return
         self._woken.clear()
 
@@ -276,22 +295,7 @@ class Loop:
             return
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self.stop_signal is None:
-                log.info(
-                    "received %s: %s",
-                    signal.Signals(signum).name,
-                    "finishing running tasks, then exiting"
-                    if signum == signal.SIGINT
-                    else "stopping running tasks, then exiting",
-                )
-            # A second SIGINT after the first escalates to SIGTERM's behaviour.
-            if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
-                signum = signal.SIGTERM
-            self.stop_signal = signum
-            self.ticker.starting = False
-            if signum == signal.SIGTERM:
-                self._terminating.set()
-            self._woken.set()
+            self.stop(signum)
 
         previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -299,3 +303,22 @@ class Loop:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """What SIGINT (finish running tasks) or SIGTERM (stop them) does, from any thread."""
+        if self.stop_signal is None:
+            log.info(
+                "received %s: %s",
+                signal.Signals(signum).name,
+                "finishing running tasks, then exiting"
+                if signum == signal.SIGINT
+                else "stopping running tasks, then exiting",
+            )
+        # A second SIGINT after the first escalates to SIGTERM's behaviour.
+        if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
+            signum = signal.SIGTERM
+        self.stop_signal = signum
+        self.ticker.starting = False
+        if signum == signal.SIGTERM:
+            self._terminating.set()
+        self._woken.set()

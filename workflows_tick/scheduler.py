@@ -60,13 +60,20 @@ def trigger_dag(
     name = dag.name if isinstance(dag, Dag) else dag
     params = check_parameters(parameters or {})
     if engine is not None:
-        with engine.begin() as conn:
-            return queries.insert_manual_run(conn, name, creator, params, clock())
+        return _insert(engine, name, creator, params, clock)
 
     from workflows_tick.database import connect
     from workflows_tick.migrate import upgrade
 
     with connect(purpose="trigger") as db:
         upgrade(db.engine)
-        with db.engine.begin() as conn:
-            return queries.insert_manual_run(conn, name, creator, params, clock())
+        return _insert(db.engine, name, creator, params, clock)
+
+
+def _insert(
+    engine: Engine, name: str, creator: str, params: Mapping[str, str], clock: Clock
+) -> DagRunRow:
+    with engine.begin() as conn:
+        run = queries.insert_manual_run(conn, name, creator, params, clock())
+        queries.notify_work(conn)  # sleeping schedulers pick the run up at once
+        return run

@@ -324,3 +324,28 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert "reloading" in err
+
+
+LISTENING = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+)
+
+
+def test_a_cli_trigger_wakes_a_sleeping_scheduler(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(tmp_path, {"d": {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}})
+    config = str(tmp_path / "config.py")
+    proc = _start(config, subprocess_env, "--interval", "3600")  # the last --interval wins
+    try:
+        wait_for(lambda: query(database_url, LISTENING)[0][0] == 1, what="the scheduler to listen")
+        trig = workflows(config, "trigger", "d", env=subprocess_env)
+        assert trig.returncode == 0, trig.stderr
+        wait_for(
+            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
+            what="the run to succeed long before the scheduler's interval",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
