@@ -302,6 +302,12 @@ def test_sigint_lets_the_running_task_finish(
     )
 
 
+LISTENING = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+)
+
+
 def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
@@ -311,9 +317,16 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     config = str(tmp_path / "config.py")
     proc = _start(config, subprocess_env, "--reload-interval", "0.2")
     try:
-        time.sleep(1)
-        write_project(
-            tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
+        wait_for(lambda: query(database_url, LISTENING)[0][0] == 1, what="the scheduler to loop")
+        new = {
+            "workflow.yaml": "description: x\nschedule: '0 3 * * *'\n",
+            "b.yaml": "type: no_op\n",
+        }
+        write_project(tmp_path, {"new": new})
+        # Nothing wakes the scheduler: its next reload sees the DAG (and writes its cursor).
+        wait_for(
+            lambda: query(database_url, "SELECT dag_name FROM dag_schedule") == [("new",)],
+            what="the scheduler to load the new DAG",
         )
         assert workflows(config, "trigger", "new", env=subprocess_env).returncode == 0
         wait_for(
@@ -324,12 +337,6 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert "reloading" in err
-
-
-LISTENING = (
-    "SELECT count(*) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
-)
 
 
 def test_a_cli_trigger_wakes_a_sleeping_scheduler(
