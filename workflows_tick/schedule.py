@@ -50,6 +50,14 @@ class SchedulerOptions:
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
 
 
+RETRY_CHECK_SECONDS = 1.0
+"""A loop about to sleep longer than this first asks when the next retry is due."""
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
     if name == "worker":
         from workflows_tick.managers.worker import WorkerTaskManager
@@ -213,8 +221,10 @@ class Loop:
                 return
             if result.did_work:
                 continue
-            wake_at = [t for t in (result.next_fire_at, self._next_retry_at()) if t is not None]
-            self._sleep(self._sleep_time(min(wake_at, default=None)))
+            timeout = self._sleep_time(result.next_fire_at)
+            if timeout > RETRY_CHECK_SECONDS:
+                timeout = self._sleep_time(_earliest(result.next_fire_at, self._next_retry_at()))
+            self._sleep(timeout)
 
     def _reload_if_changed(self) -> None:
         """Pick up DAG edits without a restart (a schedule edit applies from now on)."""
