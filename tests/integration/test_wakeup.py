@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import InstantManager, wait_for, write_project
+from tests.support import wait_for, write_project
 from workflows_tick import queries
 from workflows_tick.schedule import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import InstantManager
 
 ONE_TASK = {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}
 LONG_INTERVAL = 3600.0
