@@ -45,6 +45,7 @@ class SchedulerOptions:
     until_idle: bool = False
     interval: float = 5.0
     concurrency: int = 1
+    fork_server: bool = True
     max_running: int = 20
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
@@ -62,7 +63,9 @@ def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -
     if name == "worker":
         from workflows_tick.managers.worker import WorkerTaskManager
 
-        return WorkerTaskManager(concurrency=options.concurrency)
+        worker = WorkerTaskManager(concurrency=options.concurrency, fork_server=options.fork_server)
+        worker.start_fork_server()  # warm before the first claim, from this (the loop's) thread
+        return worker
     from workflows_tick.managers.kubernetes import KubernetesTaskManager
 
     return KubernetesTaskManager(registry, max_running=options.max_running)
