@@ -64,7 +64,10 @@ def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -
         from workflows_tick.managers.worker import WorkerTaskManager
 
         worker = WorkerTaskManager(concurrency=options.concurrency, fork_server=options.fork_server)
-        worker.start_fork_server()  # warm before the first claim, from this (the loop's) thread
+        if not options.once:
+            # Warm before the first claim, from this (the loop's) thread. A one-shot pass
+            # starts it only if it has something to start.
+            worker.start_fork_server()
         return worker
     from workflows_tick.managers.kubernetes import KubernetesTaskManager
 
