@@ -66,13 +66,15 @@ class ForkServer:
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
         self._next_id = 0
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
 
     def start(self) -> None:
-        """Start the server and wait until it is ready; ForkServerError if it is not."""
+        """Start the server process without waiting for its imports (the first
+        :meth:`spawn` waits); ForkServerError if the process cannot be started."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         env[SCHEDULER_PID] = str(os.getpid())  # the server dies with this process
@@ -93,11 +95,17 @@ class ForkServer:
         self._sock = ours
         self._reader = threading.Thread(target=self._read, name="workflows-forkserver", daemon=True)
         self._reader.start()
+        self.alive = True
+
+    def wait_ready(self) -> None:
+        """Wait until the server has its imports done; ForkServerError if it never will."""
+        if self._ready:
+            return
         answer = self._answer(READY_TIMEOUT)
         if answer is None or "ready" not in answer:
-            self.close()
+            self.alive = False
             raise ForkServerError(self.stopped_reason or "it did not say it was ready")
-        self.alive = True
+        self._ready = True
 
     def spawn(
         self, args: Sequence[str], env: Mapping[str, str], cwd: str, log_fd: int
@@ -106,6 +114,7 @@ class ForkServer:
         cannot (the attempt did not start: start it another way)."""
         if not self.alive or self._sock is None:
             raise ForkServerError(self.stopped_reason or "not running")
+        self.wait_ready()
         self._next_id += 1
         env = dict(env)
         env[SCHEDULER_PID] = str(self.pid)  # the attempt dies with the server

@@ -144,8 +144,13 @@ class WorkerTaskManager(TaskManager):
         return self._server if self._server is not None and self._server.alive else None
 
     def start_fork_server(self) -> None:
-        """Start the fork server now (else the first :meth:`start` does); on failure
-        say so once and use a new interpreter per attempt from then on."""
+        """Start the fork server now (else the first :meth:`start` does), without
+        waiting for its imports; on failure say so once and use a new interpreter per
+        attempt from then on.
+
+        Call it from the thread that runs the loop: the server's parent-death signal
+        fires when the thread that started it ends.
+        """
         if not self._use_server or self._server is not None:
             return
         self._server = ForkServer(self.python, self._exited.set)
@@ -154,7 +159,7 @@ class WorkerTaskManager(TaskManager):
         except ForkServerError as exc:
             self._fall_back(str(exc))
             return
-        log.info("fork server started as pid %s", self._server.pid)
+        log.info("fork server starting as pid %s", self._server.pid)
 
     def _fall_back(self, reason: str) -> None:
         """Use the exec path from now on; the server's attempts were already marked lost."""
