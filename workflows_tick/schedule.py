@@ -25,9 +25,10 @@ from tenacity import (
 )
 
 from workflows_tick.dags import DagRegistry
-from workflows_tick.errors import WorkflowsError
+from workflows_tick.errors import TaskManagerError, WorkflowsError
 from workflows_tick.logs import redact
-from workflows_tick.managers.base import TaskManager
+from workflows_tick.managers.base import ManagerSettings, TaskManager
+from workflows_tick.managers.lookup import find_manager
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
 from workflows_tick.wakeup import WorkListener
 
@@ -60,18 +61,24 @@ def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
 
 
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
-    if name == "worker":
-        from workflows_tick.managers.worker import WorkerTaskManager
+    """The manager ``name`` (``worker``, ``kubernetes`` or ``package.module:ClassName``)."""
+    manager_class = find_manager(name, options.config)
+    settings = ManagerSettings(
+        concurrency=options.concurrency,
+        max_running=options.max_running,
+        fork_server=options.fork_server,
+    )
+    try:
+        manager = manager_class.create(registry, settings)
+    except TypeError as exc:  # a subclass whose __init__ wants other arguments
+        raise TaskManagerError(name, f"cannot be built: {exc} (override create())") from None
+    from workflows_tick.managers.worker import WorkerTaskManager
 
-        worker = WorkerTaskManager(concurrency=options.concurrency, fork_server=options.fork_server)
-        if not options.once:
-            # Warm before the first claim, from this (the loop's) thread. A one-shot pass
-            # starts it only if it has something to start.
-            worker.start_fork_server()
-        return worker
-    from workflows_tick.managers.kubernetes import KubernetesTaskManager
-
-    return KubernetesTaskManager(registry, max_running=options.max_running)
+    if isinstance(manager, WorkerTaskManager) and not options.once:
+        # Warm before the first claim, from this (the loop's) thread. A one-shot pass
+        # starts it only if it has something to start.
+        manager.start_fork_server()
+    return manager
 
 
 def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
@@ -79,7 +86,8 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
     from workflows_tick.database import connect
     from workflows_tick.migrate import upgrade
 
-    with connect(purpose="scheduler", require_url=options.manager == "kubernetes") as db:
+    manager_class = find_manager(options.manager, options.config)
+    with connect(purpose="scheduler", require_url=manager_class.needs_database_url) as db:
         if db.embedded:
             # Tasks that declare DATABASE_URL reach the same embedded server.
             url = db.engine.url.set(drivername="postgresql")

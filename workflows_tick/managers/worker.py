@@ -31,12 +31,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from workflows_tick.errors import LaunchError
 from workflows_tick.lifeline import SCHEDULER_PID
-from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
+from workflows_tick.managers.base import (
+    Launch,
+    ManagerSettings,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
 from workflows_tick.managers.forking import ForkedAttempt, ForkServer, ForkServerError
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import DagRegistry
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +185,11 @@ class WorkerTaskManager(TaskManager):
             child.forked is not None for child in self._children.values()
         ):
             self._server.close()
+
+    @classmethod
+    def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
+        """``concurrency`` from ``--concurrency``; a subclass with other arguments overrides this."""
+        return cls(concurrency=settings.concurrency, fork_server=settings.fork_server)
 
     # -- the TaskManager contract -------------------------------------------------
 
