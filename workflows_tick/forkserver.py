@@ -106,6 +106,12 @@ class _Server:
 
     def serve(self) -> dict[str, Any] | None:
         """Serve until the manager goes away (None); in a forked child, its request."""
+        try:
+            return self._serve()
+        except (BrokenPipeError, ConnectionError):
+            return None  # the manager went away while we answered it
+
+    def _serve(self) -> dict[str, Any] | None:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self.wake_w)
         self.selector.register(self.sock, selectors.EVENT_READ)

@@ -112,7 +112,8 @@ class WorkerTaskManager(TaskManager):
     temporary folder by default); each is deleted once its outcome is reported,
     the last ``output_tail_bytes`` of it being kept in :attr:`Outcome.output_tail`.
     ``command`` replaces the ``workflows ... run`` command line (tests, wrappers)
-    and turns the fork server off; so does ``fork_server=False``.
+    and turns the fork server off; so do ``fork_server=False`` and a subclass that
+    overrides :meth:`command_for`.
     """
 
     name: ClassVar[str] = "worker"
@@ -143,7 +144,14 @@ class WorkerTaskManager(TaskManager):
         # and only right before it scans the children, so no exit is ever missed.
         self._exited = threading.Event()
         self._host = f"{socket.gethostname()}:{os.getpid()}"
-        self._use_server = fork_server and command is None and sys.platform.startswith("linux")
+        # A subclass that changes the command line (``nice``, a wrapper) needs a new
+        # process per attempt; one that changes only the environment does not.
+        self._use_server = (
+            fork_server
+            and command is None
+            and type(self).command_for is WorkerTaskManager.command_for
+            and sys.platform.startswith("linux")
+        )
         self._server: ForkServer | None = None
 
     # -- the fork server ----------------------------------------------------------
