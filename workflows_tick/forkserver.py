@@ -49,8 +49,11 @@ import selectors
 import signal
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
+COMMAND_LINE_ROOM = 2048
+"""Bytes of padding on the server's command line: room to show each attempt's own."""
 MAX_MESSAGE = 1 << 20
 """Largest message read from the manager (the environment of one attempt)."""
 PRELOAD = (
@@ -152,15 +155,25 @@ class _Server:
                 os.close(fd)
             self.send({"refused": ident, "error": "no log file descriptor"})
             return None
+        # The child leads its own session before the manager hears of it: a signal the
+        # manager sends to its process group at once must find the group.
+        leading_r, leading_w = os.pipe()
         try:
             pid = os.fork()
         except OSError as exc:
-            os.close(fds[0])
+            for fd in (fds[0], leading_r, leading_w):
+                os.close(fd)
             self.send({"refused": ident, "error": f"fork: {exc.strerror or exc}"})
             return None
         if pid == 0:
+            os.setsid()
+            os.close(leading_w)
+            os.close(leading_r)
             self._become_child(fds[0])
             return message
+        os.close(leading_w)
+        os.read(leading_r, 1)  # end of file once the child called setsid (or died)
+        os.close(leading_r)
         os.close(fds[0])
         self.children.add(pid)
         self.send({"started": ident, "pid": pid})
@@ -183,7 +196,6 @@ class _Server:
         self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-        os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(log_fd, 1)
@@ -191,8 +203,33 @@ class _Server:
         os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
 
 
+def _show_command_line(args: list[str]) -> None:
+    """Make ``ps`` (``/proc/self/cmdline``) show ``python -m workflows_tick ARGS``.
+
+    The server was started with a padding argument, so that its argument area (which
+    the interpreter no longer reads) has room; it is rewritten in place. Linux only;
+    anything unexpected leaves the command line as it was.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (fields 48, 49)
+        python = Path("/proc/self/cmdline").read_bytes().split(b"\0")[0]
+    except (OSError, IndexError, ValueError):
+        return
+    title = b"\0".join([python, b"-m", b"workflows_tick", *(a.encode() for a in args)])
+    room = end - start
+    if room <= 1:
+        return
+    title = title[: room - 1]
+    import ctypes
+
+    ctypes.memmove(start, title + b"\0" * (room - len(title)), room)
+
+
 def _run_attempt(request: dict[str, Any]) -> None:
     """In the child: what ``python -m workflows_tick ARGS`` does, in this process."""
+    if sys.platform.startswith("linux"):
+        _show_command_line(request["args"])
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])

@@ -78,7 +78,6 @@ def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -
 def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
     """Migrate, then drive passes as the options say, until done or signalled."""
     from workflows_tick.database import connect
-    from workflows_tick.managers.worker import WorkerTaskManager
     from workflows_tick.migrate import upgrade
 
     manager_class = find_manager(options.manager, options.config)
@@ -89,10 +88,6 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
             os.environ.setdefault("DATABASE_URL", url.render_as_string(hide_password=False))
         _with_reconnect(lambda: upgrade(db.engine))
         manager = build_manager(options.manager, registry, options)
-        if isinstance(manager, WorkerTaskManager) and not options.once:
-            # Warm before the first claim, from this (the loop's) thread. A one-shot
-            # pass starts it only if it has something to start.
-            manager.start_fork_server()
         for dag in registry.dags():
             for problem in manager.validate(dag, registry.worker_config_for(dag)):
                 # Its launches will fail with the same reason; say it once, up front.

@@ -47,6 +47,7 @@ def run(context):
         "leaked_module": "leaked_module" in sys.modules,
         "threads": threading.active_count(),
         "fds": sorted(os.listdir("/proc/self/fd")),
+        "cmdline": open("/proc/self/cmdline", "rb").read().decode().replace(chr(0), " ").split(" ", 1)[1],
     }
     print("REPORT " + json.dumps(report))
 '''
@@ -161,6 +162,8 @@ def test_an_attempt_is_forked_from_the_server_and_leads_its_own_session(
     seen = report(run(manager, attempts.launch("report.py")))
     assert seen["ppid"] == server.pid
     assert seen["pgid"] == seen["pid"] == seen["sid"]
+    # ps shows what runs, as for an exec'd attempt.
+    assert seen["cmdline"].startswith(f"-m workflows_tick {attempts.config} run d -o report.py")
     assert seen["fds"] == ["0", "1", "2", "3"]  # stdin, the log twice, and listdir's own
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from workflows_tick.forkserver import MAX_MESSAGE
+from workflows_tick.forkserver import COMMAND_LINE_ROOM, MAX_MESSAGE
 from workflows_tick.lifeline import SCHEDULER_PID
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,13 @@ class ForkServer:
         try:
             with theirs:
                 self.process = subprocess.Popen(
-                    [self.python, "-m", "workflows_tick.forkserver", str(theirs.fileno())],
+                    [
+                        self.python,
+                        "-m",
+                        "workflows_tick.forkserver",
+                        str(theirs.fileno()),
+                        " " * COMMAND_LINE_ROOM,  # room for each attempt's command line
+                    ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     env=env,

@@ -153,6 +153,7 @@ class WorkerTaskManager(TaskManager):
             and sys.platform.startswith("linux")
         )
         self._server: ForkServer | None = None
+        self._polls = 0
 
     # -- the fork server ----------------------------------------------------------
 
@@ -162,9 +163,9 @@ class WorkerTaskManager(TaskManager):
         return self._server if self._server is not None and self._server.alive else None
 
     def start_fork_server(self) -> None:
-        """Start the fork server now (else the first :meth:`start` does), without
-        waiting for its imports; on failure say so once and use a new interpreter per
-        attempt from then on.
+        """Start the fork server now (else the second :meth:`poll`, after the first
+        pass, or the first :meth:`start` does), without waiting for its imports; on
+        failure say so once and use a new interpreter per attempt from then on.
 
         Call it from the thread that runs the loop: the server's parent-death signal
         fires when the thread that started it ends.
@@ -336,6 +337,11 @@ class WorkerTaskManager(TaskManager):
         elsewhere; so is a child past its timeout.
         """
         wanted = {row.id for row in running}
+        self._polls += 1
+        if self._polls == 2:
+            # Warm the fork server once the first pass is done: that pass (which fails
+            # the leases a killed predecessor left) must not compete with its imports.
+            self.start_fork_server()
         self._stop_lost(wanted, time.monotonic())
         self._enforce_timeouts(time.monotonic())
         finished = self._collect()
