@@ -70,6 +70,51 @@ class Task:
     timeout: float | None = None
     body: str = ""
     """The SQL of a ``sql`` task or the script of a ``shell`` task."""
+    dag: Dag | None = field(default=None, compare=False, repr=False)
+    """The DAG holding this task, set when the DAG is built (dag-workflows' ``task.dag``)."""
+
+    @property
+    def all_parameters(self) -> tuple[str, ...]:
+        """Every environment variable the task receives (dag-workflows' name for it)."""
+        return self.parameters
+
+
+class TaskTable(Mapping[str, Task]):
+    """A DAG's tasks by name, in topological order.
+
+    Also callable as dag-workflows' ``dag.tasks(inputs_to=None, external=False)``: the
+    task names (those upstream of ``inputs_to`` only, when given), plus the
+    ``dag:task`` names of inputs on other DAGs when ``external`` is true.
+    """
+
+    def __init__(self, tasks: Mapping[str, Task]) -> None:
+        self._tasks = dict(tasks)
+
+    def __getitem__(self, name: str) -> Task:
+        return self._tasks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"TaskTable({list(self._tasks)!r})"
+
+    def __call__(self, *, inputs_to: str | None = None, external: bool = False) -> list[str]:
+        if inputs_to is None:
+            chosen = list(self._tasks.values())
+        else:
+            parents = {t.name: list(t.inputs) for t in self._tasks.values()}
+            upstream = _closure(inputs_to, parents) - {inputs_to}
+            chosen = [t for t in self._tasks.values() if t.name in upstream]
+        names = [t.name for t in chosen]
+        if external:
+            also = chosen if inputs_to is None else [*chosen, self._tasks[inputs_to]]
+            refs = (f"{ref.dag}:{ref.task}" for t in also for ref in t.external_inputs)
+            names += list(dict.fromkeys(refs))
+        return names
 
 
 @dataclass(frozen=True)
@@ -85,12 +130,29 @@ class Dag:
     retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     worker_config: Mapping[str, Any] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+    """Files of the folder that look like tasks but are not, each with the reason."""
+    registry: DagRegistry | None = field(default=None, compare=False, repr=False)
+    """The registry that loaded this DAG (dag-workflows' ``dag.registry``)."""
+
+    def __post_init__(self) -> None:
+        table = self.tasks if isinstance(self.tasks, TaskTable) else TaskTable(self.tasks)
+        object.__setattr__(self, "tasks", table)
+        for task in table.values():
+            object.__setattr__(task, "dag", self)
+
+    @property
+    def folder(self) -> str:
+        """The DAG's folder (dag-workflows' name for :attr:`path`)."""
+        return str(self.path)
 
     def task(self, name: str) -> Task:
         try:
             return self.tasks[name]
         except KeyError:
             raise UnknownTaskError(self.name, name, self.tasks) from None
+
+    get_task = task
 
     def max_attempts(self, task: Task) -> int:
         retries = self.retries if task.retries is None else task.retries
@@ -179,38 +241,59 @@ def _find_cycle(pending: Mapping[str, set[str]]) -> list[str]:
 
 
 class DagRegistry:
-    """The DAGs of one project folder, loaded lazily by name.
+    """The DAGs of one project folder (or several, with :meth:`update`), loaded lazily.
 
     A DAG that fails to load is kept as its :class:`DagLoadError`: other DAGs still
-    load and run, and using the broken one raises the error.
+    load and run, and using the broken one raises the error. Iterating the registry
+    yields the DAGs that load, as in dag-workflows; :meth:`names` lists them all.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        """The first folder registered (messages name it)."""
+        self.roots = [root]
         self.worker_config: dict[str, Any] = {}
         self.hooks: list[Hook] = []
         """Called on events (see :mod:`workflows_tick.hooks`), in registration order."""
-        self._names = _scan(root)
-        self._known = frozenset(self._names)
+        self._folders = _scan_all(self.roots)
         self._loaded: dict[str, Dag | DagLoadError] = {}
         self.generation = 0
         """Incremented by every :meth:`reload`, for caches derived from the DAGs."""
 
     def names(self) -> list[str]:
-        return list(self._names)
+        return list(self._folders)
+
+    def folder(self, name: str) -> Path:
+        """The folder of DAG ``name`` (the first one, if two folders claim the name)."""
+        if name not in self._folders:
+            raise UnknownDagError(name, self._folders)
+        return self._folders[name][0]
 
     def register_hook(self, hook: Hook) -> None:
         """Call ``hook(event, **kwargs)`` on every event (dag-workflows' API)."""
         self.hooks.append(hook)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._known
+    def update(self, other: DagRegistry) -> None:
+        """Add the DAGs of ``other`` (dag-workflows' API). Its ``worker_config`` and
+        hooks are not taken: this registry's apply to every DAG it holds."""
+        clash = sorted(set(self._folders) & set(other._folders))
+        if clash:
+            raise UsageError(
+                f"DAGS.update: DAG {clash[0]!r} is in both {self.folder(clash[0])} "
+                f"and {other.folder(clash[0])}"
+            )
+        self.roots += [r for r in other.roots if r not in self.roots]
+        self._folders = _scan_all(self.roots)
+        self.generation += 1
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+    def __contains__(self, name: object) -> bool:
+        return name in self._folders
+
+    def __iter__(self) -> Iterator[Dag]:
+        return iter(self.dags())
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._folders)
 
     def get(self, name: str) -> Dag:
         """The DAG named ``name``; raises its load error if it is broken."""
@@ -223,19 +306,26 @@ class DagRegistry:
 
     def load(self, name: str) -> Dag | DagLoadError:
         """The DAG or the error that stops it from loading."""
-        if name not in self._known:
-            raise UnknownDagError(name, self._names)
+        if name not in self._folders:
+            raise UnknownDagError(name, self._folders)
         if name not in self._loaded:
             from workflows_tick.loader import load_dag
 
+            folders = self._folders[name]
+            if len(folders) > 1:
+                others = ", ".join(str(f) for f in folders[1:])
+                self._loaded[name] = DagLoadError(
+                    str(folders[0]), f"DAG name {name!r} is also used by {others}"
+                )
+                return self._loaded[name]
             try:
-                self._loaded[name] = load_dag(self.root / name, name, self)
+                self._loaded[name] = load_dag(folders[0], name, self)
             except DagLoadError as exc:
                 self._loaded[name] = exc
         return self._loaded[name]
 
     def load_all(self) -> dict[str, Dag | DagLoadError]:
-        return {name: self.load(name) for name in self._names}
+        return {name: self.load(name) for name in self._folders}
 
     def dags(self) -> list[Dag]:
         """Every DAG that loads; broken ones are left out (see :meth:`errors`)."""
@@ -261,27 +351,36 @@ class DagRegistry:
         return merged
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """A cheap summary of the folder (each DAG folder's newest mtime and file
+        """A cheap summary of the folders (each DAG folder's newest mtime and file
         count): it changes when a DAG is added, removed or edited."""
         summary = []
-        for name in _scan(self.root):
-            newest, count = 0, 0
-            try:
-                with os.scandir(self.root / name) as entries:
-                    for entry in entries:
-                        count += 1
-                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
-            except OSError:
-                pass
-            summary.append((name, newest, count))
+        for name, folders in _scan_all(self.roots).items():
+            for folder in folders:
+                newest, count = 0, 0
+                try:
+                    with os.scandir(folder) as entries:
+                        for entry in entries:
+                            count += 1
+                            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                except OSError:
+                    pass
+                summary.append((name, newest, count))
         return tuple(summary)
 
     def reload(self) -> None:
-        """Forget what was loaded and scan the folder again."""
-        self._names = _scan(self.root)
-        self._known = frozenset(self._names)
+        """Forget what was loaded and scan the folders again."""
+        self._folders = _scan_all(self.roots)
         self._loaded.clear()
         self.generation += 1
+
+
+def _scan_all(roots: list[Path]) -> dict[str, list[Path]]:
+    """Each DAG name, in name order, with the folder(s) holding it."""
+    found: dict[str, list[Path]] = {}
+    for root in roots:
+        for name in _scan(root):
+            found.setdefault(name, []).append(root / name)
+    return dict(sorted(found.items()))
 
 
 def _scan(root: Path) -> list[str]:
