@@ -118,13 +118,16 @@ class Outbox:
         return total
 
     def _deliveries(self, conn: Connection, events: Sequence[EventRow]) -> list[Delivery]:
-        runs = queries.runs_by_id(conn, sorted({e.dag_run_id for e in events}))
+        """The events with the rows they are about; rows are read only for the events
+        some sink still wants (none at all without hooks or integrations)."""
+        wanted = [e for e in events if any(s.wants(e) for s in self.sinks if s.name not in e.done)]
+        runs = queries.runs_by_id(conn, sorted({e.dag_run_id for e in wanted}))
         task_runs = queries.task_runs_by_id(
-            conn, sorted({e.task_run_id for e in events if e.task_run_id is not None})
+            conn, sorted({e.task_run_id for e in wanted if e.task_run_id is not None})
         )
         summaries = queries.run_summaries(
             conn,
-            sorted({e.dag_run_id for e in events if is_run_event(e) and e.kind != "run_started"})
+            sorted({e.dag_run_id for e in wanted if is_run_event(e) and e.kind != "run_started"})
             if any(s.name.startswith("cronitor") for s in self.sinks)
             else [],
         )

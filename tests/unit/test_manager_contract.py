@@ -343,6 +343,18 @@ def test_an_attempt_whose_row_is_no_longer_running_is_stopped(harness: Harness) 
     assert all(launch.task_run_id not in r.alive for r in results)
 
 
+def test_an_attempt_of_a_cancelled_run_is_stopped_and_reported_not_succeeded(
+    harness: Harness,
+) -> None:
+    (launch,) = start(harness, "hang")
+    cancelled = dataclasses.replace(row(harness, launch), cancelled=True)
+
+    results = poll_until(harness, lambda: [cancelled], lambda r: bool(r.finished))
+
+    assert not outcome_of(results, launch).succeeded  # the tick records it cancelled
+    assert not harness.is_running(launch)
+
+
 # --- capacity and shutdown --------------------------------------------------------------------
 
 
