@@ -921,13 +921,16 @@ def run_summaries(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, Run
     return summaries
 
 
-def prune_delivered_events(conn: Connection, before: datetime) -> int:
-    """Delete events delivered or given up before ``before``; how many."""
-    result = conn.execute(
-        text("DELETE FROM event WHERE (delivered_at < :before OR given_up_at < :before)"),
-        {"before": before},
-    )
-    return result.rowcount
+def prune_events(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` events delivered or given up before ``before`` (those of
+    pruned runs among them); how many."""
+    return conn.execute(
+        text(
+            "DELETE FROM event WHERE id IN (SELECT id FROM event "
+            "WHERE COALESCE(delivered_at, given_up_at) < :before LIMIT :limit)"
+        ),
+        {"before": before, "limit": limit},
+    ).rowcount
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -951,9 +954,20 @@ class LastScheduled:
 
 
 @dataclass(frozen=True)
+class SchedulerGauges:
+    id: str
+    host: str
+    manager: str
+    last_pass_at: datetime
+    last_pass_seconds: float
+
+
+@dataclass(frozen=True)
 class Gauges:
     runs: list[RunGroup]
     last_scheduled: list[LastScheduled]
+    paused: list[str]
+    schedulers: list[SchedulerGauges]
     next_fire: dict[str, datetime]
     task_runs_waiting: int
     task_runs_running: int
@@ -1013,9 +1027,25 @@ def metric_gauges(conn: Connection) -> Gauges:
         r.dag_name: r.next_fire_at
         for r in conn.execute(text("SELECT dag_name, next_fire_at FROM dag_schedule"))
     }
+    paused = list(
+        conn.execute(
+            text("SELECT dag_name FROM dag_state WHERE paused ORDER BY dag_name")
+        ).scalars()
+    )
+    schedulers = [
+        SchedulerGauges(r.id, r.host, r.manager, r.last_pass_at, float(r.last_pass_seconds))
+        for r in conn.execute(
+            text(
+                "SELECT id, host, manager, last_pass_at, last_pass_seconds "
+                "FROM scheduler_heartbeat WHERE stopped_at IS NULL ORDER BY id"
+            )
+        )
+    ]
     return Gauges(
         runs=runs,
         last_scheduled=last_scheduled,
+        paused=paused,
+        schedulers=schedulers,
         next_fire=next_fire,
         task_runs_waiting=int(row.waiting),
         task_runs_running=int(row.running),

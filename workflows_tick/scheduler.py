@@ -445,6 +445,9 @@ class Pruned:
         return sum(t for _, t in self.by_dag.values())
 
 
+EVENT_PRUNE_BATCH = 10_000
+
+
 def prune(
     older_than: timedelta,
     *,
@@ -477,6 +480,12 @@ def prune(
                 break
         with db.begin() as conn:
             heartbeats = queries.prune_heartbeats(conn, cutoff)
+        # Events delivered (or given up) before the cutoff, those of the runs just
+        # deleted among them: they have no foreign key to cascade from.
+        while True:
+            with db.begin() as conn:
+                if queries.prune_events(conn, cutoff, EVENT_PRUNE_BATCH) < EVENT_PRUNE_BATCH:
+                    break
     return Pruned(cutoff, dict(sorted(by_dag.items())), heartbeats)
 
 
