@@ -184,8 +184,9 @@ def test_a_running_runs_page_refreshes_itself_until_the_run_ends(
     workflows(CONFIG, "schedule", "worker", "--until-idle", "--concurrency", "4", env=env)
 
     def ended() -> bool:
-        main = browser.find_element(By.TAG_NAME, "main")
-        return main.get_attribute("data-live") == "0"
+        # One script call: the refresh may swap <main> between two WebDriver calls.
+        live = browser.execute_script("return document.querySelector('main').dataset.live")
+        return bool(live == "0")
 
     wait_for(ended, timeout=60, what="the page to show the run ended", step=0.5)
     assert browser.find_element(By.CSS_SELECTOR, "h1 .badge").text == "succeeded"
