@@ -188,7 +188,7 @@ def schedule(
     Migrates the database first. Loops until SIGINT (finish running tasks, then
     exit) or SIGTERM (stop them, record them failed, exit).
     """
-    from workflows_tick.schedule import SchedulerOptions, run_scheduler
+    from workflows_tick.loop import SchedulerOptions, run_scheduler
 
     if once and until_idle:
         raise UsageError("--once and --until-idle cannot be combined")

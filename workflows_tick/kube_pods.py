@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows_tick.dags import Dag, Task
+from workflows_tick.model import Dag, Task
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "workflows-tick"
@@ -277,18 +277,6 @@ def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
         image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
         pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
     )
-
-
-def merge_task_config(worker_config: Mapping[str, Any], task: Task) -> dict[str, Any]:
-    """``worker_config`` with the task's own layer on top (mapping values key by key)."""
-    merged = dict(worker_config)
-    for key, value in task.worker_config.items():
-        current = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[key] = {**current, **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 # -- names and labels ----------------------------------------------------------------

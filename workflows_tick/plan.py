@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from workflows_tick.dags import Dag
+from workflows_tick.model import Dag
 from workflows_tick.states import RunStatus, TaskStatus
 
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from sqlalchemy import Engine
 
 from workflows_tick import queries
-from workflows_tick.dags import Dag
 from workflows_tick.errors import UsageError
+from workflows_tick.model import Dag
 from workflows_tick.queries import DagRunRow
 from workflows_tick.tick import Clock, utc_now
 

@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from workflows_tick import cron, queries
-from workflows_tick.dags import Dag, DagRegistry
+from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.managers.base import Launch, Outcome, TaskManager
+from workflows_tick.model import Dag
 from workflows_tick.plan import NewTaskRun, plan_run
 from workflows_tick.states import RunStatus
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from workflows_tick.dags import WORKFLOW_FILE, Dag
 from workflows_tick.errors import DagLoadError
+from workflows_tick.loader import WORKFLOW_FILE
+from workflows_tick.model import Dag
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry

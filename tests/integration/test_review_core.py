@@ -19,8 +19,8 @@ from sqlalchemy import Engine, text
 from tests.support import FakeClock, InstantManager, write_project
 from workflows_tick import cron, database
 from workflows_tick.errors import UsageError
+from workflows_tick.loop import Loop, SchedulerOptions
 from workflows_tick.managers.base import PollResult, RunningTaskRun
-from workflows_tick.schedule import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.tick import Ticker
 

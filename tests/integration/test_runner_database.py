@@ -7,12 +7,12 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from workflows_tick import dags
+from workflows_tick import dags, model
 from workflows_tick.errors import TaskFailed
 from workflows_tick.runner import run_tasks
 
 
-def project(tmp_path: Path, files: dict[str, str]) -> dags.Dag:
+def project(tmp_path: Path, files: dict[str, str]) -> model.Dag:
     folder = tmp_path / "d"
     folder.mkdir()
     (folder / "workflow.yaml").write_text("description: d\n")
@@ -21,7 +21,7 @@ def project(tmp_path: Path, files: dict[str, str]) -> dags.Dag:
     return dags.register_directory(tmp_path).get("d")
 
 
-def run(dag: dags.Dag, url: str, *names: str) -> None:
+def run(dag: model.Dag, url: str, *names: str) -> None:
     tasks = [dag.task(n) for n in names] if names else list(dag.tasks.values())
     run_tasks(dag, tasks, {"DATABASE_URL": url})
 

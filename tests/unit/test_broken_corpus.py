@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from workflows_tick import dags
-from workflows_tick.dags import Dag
 from workflows_tick.errors import DagLoadError
 from workflows_tick.loader import MAX_FILE_BYTES
+from workflows_tick.model import Dag
 
 CORPUS = Path(__file__).parent.parent / "broken_dags" / "project"
 

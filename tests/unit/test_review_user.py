@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from tests.support import write_project
 from workflows_tick import cli, entry, loader, logs
-from workflows_tick.dags import TaskType
 from workflows_tick.errors import DagLoadError, DatabaseConfigError, TaskFailed
 from workflows_tick.kube_pods import option_problems
+from workflows_tick.model import TaskType
 from workflows_tick.plan import TaskRunState, plan_run
 from workflows_tick.runner import run_task
 from workflows_tick.states import TaskStatus
@@ -31,7 +31,7 @@ def test_schedule_refuses_nan_durations(
 ) -> None:
     write_project(tmp_path, {"d": {"workflow.yaml": "description: d\n"}})
     started = []
-    monkeypatch.setattr("workflows_tick.schedule.run_scheduler", lambda *a, **k: started.append(a))
+    monkeypatch.setattr("workflows_tick.loop.run_scheduler", lambda *a, **k: started.append(a))
     result = CliRunner().invoke(
         cli.cli, [str(tmp_path / "config.py"), "schedule", "worker", option, "nan"]
     )

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from workflows_tick import dags
+from workflows_tick import dags, model
 from workflows_tick.errors import MissingParameterError, TaskFailed
 from workflows_tick.runner import datatype_matches, run_tasks, task_environment
 
 
-def project(tmp_path: Path, files: dict[str, str]) -> dags.Dag:
+def project(tmp_path: Path, files: dict[str, str]) -> model.Dag:
     folder = tmp_path / "d"
     folder.mkdir()
     (folder / "workflow.yaml").write_text("description: d\n")
@@ -22,7 +22,7 @@ def project(tmp_path: Path, files: dict[str, str]) -> dags.Dag:
     return dags.register_directory(tmp_path).get("d")
 
 
-def run_all(dag: dags.Dag, environ: dict[str, str] | None = None) -> None:
+def run_all(dag: model.Dag, environ: dict[str, str] | None = None) -> None:
     run_tasks(dag, list(dag.tasks.values()), environ or {})
 
 
@@ -132,7 +132,7 @@ def test_no_op_does_nothing(tmp_path: Path) -> None:
 
 
 def test_task_environment_is_minimal() -> None:
-    dag_task = dags.Task("t.sh", dags.TaskType.SHELL, Path("t.sh"), parameters=("X",))
+    dag_task = model.Task("t.sh", model.TaskType.SHELL, Path("t.sh"), parameters=("X",))
     env = task_environment(dag_task, {"X": "1", "Y": "2", "HOME": "/root"})
     assert env == {
         "X": "1",

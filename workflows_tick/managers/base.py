@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
 
-from workflows_tick.dags import Dag, Task
+from workflows_tick.model import Dag, Task
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,6 @@ from workflows_tick.kube_pods import (
     MANAGED_SELECTOR,
     PodState,
     failure_text,
-    merge_task_config,
     option_problems,
     pod_manifest,
     pod_name,
@@ -49,9 +48,11 @@ from workflows_tick.managers.base import (
     RunningTaskRun,
     TaskManager,
 )
+from workflows_tick.model import merge_worker_config
 
 if TYPE_CHECKING:
-    from workflows_tick.dags import Dag, DagRegistry
+    from workflows_tick.dags import DagRegistry
+    from workflows_tick.model import Dag
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class KubernetesTaskManager(TaskManager):
         lacking = [
             task.name
             for task in dag.tasks.values()
-            if "kube_image" not in merge_task_config(worker_config, task)
+            if "kube_image" not in merge_worker_config(worker_config, task.worker_config)
         ]
         if not lacking:
             return []
