@@ -13,6 +13,14 @@ import click
 
 from workflows_tick import __version__
 from workflows_tick.errors import UsageError, WorkflowsError
+from workflows_tick.options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RUNNING,
+    DEFAULT_RELOAD_SECONDS,
+    SchedulerOptions,
+)
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -21,10 +29,8 @@ if TYPE_CHECKING:
 class Context:
     """What the group passes to its commands."""
 
-    def __init__(self, config: str, log_json: bool, verbose: int) -> None:
+    def __init__(self, config: str) -> None:
         self.config = config
-        self.log_json = log_json
-        self.verbose = verbose
         self._registry: DagRegistry | None = None
 
     @property
@@ -62,7 +68,7 @@ def cli(ctx: click.Context, config: str, log_json: bool, verbose: int) -> None:
     from workflows_tick.logs import setup_logging
 
     setup_logging(json_lines=log_json, verbose=verbose)
-    ctx.obj = Context(config, log_json, verbose)
+    ctx.obj = Context(config)
 
 
 @cli.command()
@@ -132,7 +138,7 @@ def list_dags(obj: Context) -> None:
     "--interval",
     type=click.FloatRange(min=0.01),
     callback=_finite,
-    default=5.0,
+    default=DEFAULT_INTERVAL_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_INTERVAL",
     help="Longest sleep between passes, in seconds.",
@@ -140,7 +146,7 @@ def list_dags(obj: Context) -> None:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_CONCURRENCY,
     show_default=True,
     envvar="WORKFLOWS_CONCURRENCY",
     help="worker: tasks this process runs at once.",
@@ -148,7 +154,7 @@ def list_dags(obj: Context) -> None:
 @click.option(
     "--max-running",
     type=click.IntRange(min=1),
-    default=20,
+    default=DEFAULT_MAX_RUNNING,
     show_default=True,
     envvar="WORKFLOWS_MAX_RUNNING",
     help="kubernetes: pods in flight across all schedulers.",
@@ -157,7 +163,7 @@ def list_dags(obj: Context) -> None:
     "--lease",
     type=click.FloatRange(min=1),
     callback=_finite,
-    default=60.0,
+    default=DEFAULT_LEASE_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_LEASE_SECONDS",
     help="Seconds a running task run stays ours without renewal.",
@@ -166,7 +172,7 @@ def list_dags(obj: Context) -> None:
     "--reload-interval",
     type=click.FloatRange(min=0.1),
     callback=_finite,
-    default=10.0,
+    default=DEFAULT_RELOAD_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_RELOAD_INTERVAL",
     help="Seconds between checks of the DAG folder for edits.",
@@ -188,7 +194,7 @@ def schedule(
     Migrates the database first. Loops until SIGINT (finish running tasks, then
     exit) or SIGTERM (stop them, record them failed, exit).
     """
-    from workflows_tick.loop import SchedulerOptions, run_scheduler
+    from workflows_tick.loop import run_scheduler
 
     if once and until_idle:
         raise UsageError("--once and --until-idle cannot be combined")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class DagRegistry:
         self.worker_config: dict[str, Any] = {}
         self.hooks: list[Hook] = []
         """Called on events (see :mod:`workflows_tick.hooks`), in registration order."""
+        self.scanned_at = datetime.now(UTC)
+        """When the folder was last listed (taken just before listing it)."""
         self._names = _scan(root)
         self._known = frozenset(self._names)
         self._read: dict[str, Dag | DagLoadError] = {}
@@ -156,6 +159,7 @@ class DagRegistry:
 
     def reload(self) -> None:
         """Forget what was loaded and scan the folder again."""
+        self.scanned_at = datetime.now(UTC)
         self._names = _scan(self.root)
         self._known = frozenset(self._names)
         self._read.clear()

@@ -311,13 +311,21 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     config = str(tmp_path / "config.py")
     proc = _start(config, subprocess_env, "--reload-interval", "0.2")
     try:
-        time.sleep(1)
+        # A run of the old DAG done proves the loop is running (it has read the folder).
+        assert workflows(config, "trigger", "old", env=subprocess_env).returncode == 0
+        wait_for(
+            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
+            what="the old DAG's run to succeed",
+        )
         write_project(
             tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
         )
         assert workflows(config, "trigger", "new", env=subprocess_env).returncode == 0
         wait_for(
-            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
+            lambda: (
+                query(database_url, "SELECT dag_name, status FROM dag_run ORDER BY id")
+                == [("old", "succeeded"), ("new", "succeeded")]
+            ),
             what="the new DAG's run to succeed",
         )
     finally:

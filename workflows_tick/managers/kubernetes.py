@@ -49,6 +49,7 @@ from workflows_tick.managers.base import (
     TaskManager,
 )
 from workflows_tick.model import merge_worker_config
+from workflows_tick.options import DEFAULT_MAX_RUNNING
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -83,7 +84,7 @@ class KubernetesTaskManager(TaskManager):
     def __init__(
         self,
         registry: DagRegistry,
-        max_running: int = 20,
+        max_running: int = DEFAULT_MAX_RUNNING,
         *,
         backend: KubeBackend | None = None,
         clock: Callable[[], datetime] | None = None,

@@ -31,10 +31,10 @@ from typing import ClassVar
 from workflows_tick.errors import LaunchError
 from workflows_tick.lifeline import SCHEDULER_PID
 from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
+from workflows_tick.options import DEFAULT_CONCURRENCY
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 1
 DEFAULT_OUTPUT_TAIL_BYTES = 16384
 DEFAULT_KILL_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL for an attempt that ran past its timeout."""
