@@ -30,7 +30,8 @@ from _common import (
     median,
 )
 
-from tests.support import InstantManager, write_project
+from tests.support import write_project
+from workflows_tick.testing import InstantManager
 
 RUN_TIMEOUT = 60.0
 IDLE_SLEEP = 0.002

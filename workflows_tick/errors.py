@@ -95,3 +95,33 @@ class LaunchError(WorkflowsError):
 
 class KubernetesPermissionError(WorkflowsError):
     """The Kubernetes API refused a call for lack of permission (401/403)."""
+
+
+class KubeApiError(WorkflowsError):
+    """The API answered with an error (or did not answer)."""
+
+    def __init__(self, status: int | None, reason: str, message: str) -> None:
+        super().__init__(f"{status or 'no answer'} {reason}: {message}".strip())
+        self.status = status
+        self.reason = reason
+        self.api_message = message
+
+
+class KubeTransientError(KubeApiError):
+    """A timeout, a lost connection, 429 or a 5xx: worth retrying."""
+
+
+class KubeNotFound(KubeApiError):
+    """404."""
+
+
+class KubeConflict(KubeApiError):
+    """409: the object already exists."""
+
+
+class KubeForbidden(KubeApiError):
+    """401 or 403."""
+
+
+class KubernetesConfigError(WorkflowsError):
+    """No usable kubeconfig or in-cluster service account."""

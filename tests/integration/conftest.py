@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.support import FakeClock
+from workflows_tick.testing import FakeClock
 
 
 @pytest.fixture

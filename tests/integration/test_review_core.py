@@ -16,12 +16,13 @@ from types import FrameType
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick import cron, database
 from workflows_tick.errors import UsageError
 from workflows_tick.loop import Loop, SchedulerOptions
 from workflows_tick.managers.base import PollResult, RunningTaskRun
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 ONE_TASK = {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 CHAIN = {

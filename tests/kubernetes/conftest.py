@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +11,7 @@ import pytest
 import yaml
 
 from workflows_tick.dags import DagRegistry, register_directory
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from workflows_tick.testing import FakeClock
 
 
 def write_project(root: Path, dags: Mapping[str, Mapping[str, Any]]) -> DagRegistry:
@@ -39,8 +27,8 @@ def write_project(root: Path, dags: Mapping[str, Mapping[str, Any]]) -> DagRegis
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC))
 
 
 @pytest.fixture

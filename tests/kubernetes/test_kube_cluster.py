@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import pytest
 
 from workflows_tick.dags import DagRegistry
-from workflows_tick.kube_backend import ClientBackend
 from workflows_tick.managers.base import Launch, RunningTaskRun
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
+from workflows_tick.managers.kubernetes.backend import ClientBackend
 
 KUBECONFIG = os.environ.get("WORKFLOWS_TEST_KUBECONFIG")
 

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, Fault, tls_files
-from workflows_tick import kube_backend
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import KubernetesPermissionError
-from workflows_tick.kube_backend import ClientBackend
 from workflows_tick.managers.base import Launch, RunningTaskRun
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
+from workflows_tick.managers.kubernetes import backend as kube_backend
+from workflows_tick.managers.kubernetes.backend import ClientBackend
 
 DAGS = {
     "fan": {

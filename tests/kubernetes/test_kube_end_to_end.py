@@ -37,8 +37,8 @@ from tests.conftest import (
 )
 from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, tls_files
 from tests.support import write_project
-from workflows_tick.kube_pods import ATTEMPT_LABEL, TASK_LABEL, label_value
-from workflows_tick.managers.kubernetes import DEFAULT_GRACE
+from workflows_tick.managers.kubernetes.manager import DEFAULT_GRACE
+from workflows_tick.managers.kubernetes.pods import ATTEMPT_LABEL, TASK_LABEL, label_value
 
 NAMESPACE = "jobs"
 DAG = "fan"

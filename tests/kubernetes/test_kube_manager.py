@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
-from tests.kubernetes.conftest import Clock
 from workflows_tick.dags import DagRegistry
-from workflows_tick.errors import KubernetesPermissionError, LaunchError
-from workflows_tick.kube_backend import (
-    InMemoryBackend,
+from workflows_tick.errors import (
     KubeApiError,
     KubeConflict,
     KubeForbidden,
+    KubernetesPermissionError,
     KubeTransientError,
+    LaunchError,
 )
-from workflows_tick.kube_pods import MANAGED_SELECTOR
 from workflows_tick.managers.base import Launch, RunningTaskRun
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
+from workflows_tick.managers.kubernetes.pods import MANAGED_SELECTOR
+from workflows_tick.testing import FakeClock, InMemoryBackend
 
 DAGS = {
     "etl": {
@@ -37,7 +37,7 @@ DAGS = {
 class Harness:
     """A manager over the in-memory backend, plus what the tick would do around it."""
 
-    def __init__(self, registry: DagRegistry, clock: Clock, **kwargs: Any) -> None:
+    def __init__(self, registry: DagRegistry, clock: FakeClock, **kwargs: Any) -> None:
         self.registry = registry
         self.clock = clock
         self.backend = InMemoryBackend(clock=clock)
@@ -86,7 +86,7 @@ class Harness:
 
 
 @pytest.fixture
-def harness(project: Callable[..., DagRegistry], clock: Clock) -> Harness:
+def harness(project: Callable[..., DagRegistry], clock: FakeClock) -> Harness:
     return Harness(project(DAGS, kube_image="registry.example/etl:1"), clock)
 
 
@@ -214,7 +214,7 @@ def test_stuck_pending_fails_after_the_timeout(harness: Harness, status: dict[st
 
 
 def test_pending_timeout_is_a_per_task_option(
-    project: Callable[..., DagRegistry], clock: Clock
+    project: Callable[..., DagRegistry], clock: FakeClock
 ) -> None:
     dags = {"d": {"tasks": {"t.yaml": {"worker_config": {"kube_pending_timeout": 10}}}}}
     h = Harness(project(dags, kube_image="img"), clock)
@@ -345,7 +345,7 @@ def test_listing_down_fails_nothing_and_renews_nothing(harness: Harness) -> None
 
 
 def test_kube_env_values_never_reach_errors_or_logs(
-    project: Callable[..., DagRegistry], clock: Clock, caplog: pytest.LogCaptureFixture
+    project: Callable[..., DagRegistry], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     secret = "s3cr3t-token-value"
     h = Harness(project(DAGS, kube_image="img", kube_env={"API_TOKEN": secret}), clock)
@@ -360,7 +360,9 @@ def test_kube_env_values_never_reach_errors_or_logs(
     assert secret not in caplog.text
 
 
-def test_missing_image_is_a_launch_error(project: Callable[..., DagRegistry], clock: Clock) -> None:
+def test_missing_image_is_a_launch_error(
+    project: Callable[..., DagRegistry], clock: FakeClock
+) -> None:
     h = Harness(project(DAGS), clock)
     with pytest.raises(LaunchError, match="kube_image is not set"):
         h.launch("etl", "load.yaml", 1)

@@ -15,7 +15,7 @@ import yaml
 
 from workflows_tick.cli import cli
 from workflows_tick.dags import DagRegistry
-from workflows_tick.kube_pods import pod_manifest, pod_name, pod_options
+from workflows_tick.managers.kubernetes.pods import pod_manifest, pod_name, pod_options
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workflows_tick.dags import DagRegistry
-from workflows_tick.kube_pods import (
+from workflows_tick.managers.kubernetes import KubernetesTaskManager
+from workflows_tick.managers.kubernetes.pods import (
     option_problems,
     pod_labels,
     pod_name,
     pod_options,
     read_pod,
 )
-from workflows_tick.managers.kubernetes import KubernetesTaskManager
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -17,10 +17,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from tests.reliability.helpers import query
-from tests.support import FakeClock, InstantManager, write_project
+from tests.support import write_project
 from workflows_tick.loop import _with_reconnect
 from workflows_tick.managers.base import PollResult, RunningTaskRun
 from workflows_tick.scheduler import trigger_dag
+from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
 LEASE = 60.0

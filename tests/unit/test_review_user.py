@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tests.support import write_project
 from workflows_tick import cli, entry, loader, logs
 from workflows_tick.errors import DagLoadError, DatabaseConfigError, TaskFailed
-from workflows_tick.kube_pods import option_problems
+from workflows_tick.managers.kubernetes.pods import option_problems
 from workflows_tick.model import TaskType
 from workflows_tick.plan import TaskRunState, plan_run
 from workflows_tick.runner import run_task

@@ -28,7 +28,6 @@ DAG_ANNOTATION = "workflows-tick/dag-name"
 TASK_ANNOTATION = "workflows-tick/task-name"
 CONTAINER_NAME = "task"
 
-DEFAULT_NAMESPACE = "default"
 DEFAULT_PENDING_TIMEOUT = 300.0
 """Seconds a pod may stay stuck (image pull, config error, unschedulable) before its attempt fails."""
 

@@ -21,15 +21,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import tenacity
 
-from workflows_tick.errors import KubernetesPermissionError, LaunchError, WorkflowsError
-from workflows_tick.kube_backend import (
+from workflows_tick.errors import (
     KubeApiError,
-    KubeBackend,
     KubeConflict,
     KubeForbidden,
+    KubernetesPermissionError,
     KubeTransientError,
+    LaunchError,
+    WorkflowsError,
 )
-from workflows_tick.kube_pods import (
+from workflows_tick.logs import redact, register_secret
+from workflows_tick.managers.base import (
+    Launch,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
+from workflows_tick.managers.kubernetes.backend import KubeBackend
+from workflows_tick.managers.kubernetes.pods import (
     DEFAULT_PENDING_TIMEOUT,
     MANAGED_SELECTOR,
     PodState,
@@ -39,14 +49,6 @@ from workflows_tick.kube_pods import (
     pod_name,
     pod_options,
     read_pod,
-)
-from workflows_tick.logs import redact, register_secret
-from workflows_tick.managers.base import (
-    Launch,
-    Outcome,
-    PollResult,
-    RunningTaskRun,
-    TaskManager,
 )
 from workflows_tick.model import merge_worker_config
 from workflows_tick.options import DEFAULT_MAX_RUNNING
@@ -109,7 +111,7 @@ class KubernetesTaskManager(TaskManager):
     def backend(self) -> KubeBackend:
         """The API, connected on first use (the client is imported only then)."""
         if self._backend is None:
-            from workflows_tick.kube_backend import ClientBackend
+            from workflows_tick.managers.kubernetes.backend import ClientBackend
 
             in_cluster = self.registry.worker_config.get("kube_in_cluster") is True
             self._backend = ClientBackend(in_cluster)

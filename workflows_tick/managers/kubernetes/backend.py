@@ -1,58 +1,32 @@
 """The few Kubernetes API calls the kubernetes manager makes, behind a Protocol.
 
 :class:`ClientBackend` speaks to a cluster through the official ``kubernetes``
-client (imported only when it is built); :class:`InMemoryBackend` keeps pods in a
-dict for tests. Both raise the errors below, never the client's own, so the
-manager's decisions do not depend on the client library.
+client (imported only when it is built); :class:`workflows_tick.testing.InMemoryBackend`
+keeps pods in a dict for tests. Both raise the ``Kube*`` errors of
+:mod:`workflows_tick.errors`, never the client's own, so the manager's decisions
+do not depend on the client library.
 """
 
 from __future__ import annotations
 
-import copy
-import fnmatch
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from workflows_tick.errors import WorkflowsError
+from workflows_tick.errors import (
+    KubeApiError,
+    KubeConflict,
+    KubeForbidden,
+    KubeNotFound,
+    KubernetesConfigError,
+    KubeTransientError,
+)
 
 IN_CLUSTER_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 DEFAULT_REQUEST_TIMEOUT = (3.0, 10.0)
 """(connect, read) seconds for one API call; tenacity retries on top."""
-
-
-class KubeApiError(WorkflowsError):
-    """The API answered with an error (or did not answer)."""
-
-    def __init__(self, status: int | None, reason: str, message: str) -> None:
-        super().__init__(f"{status or 'no answer'} {reason}: {message}".strip())
-        self.status = status
-        self.reason = reason
-        self.api_message = message
-
-
-class KubeTransientError(KubeApiError):
-    """A timeout, a lost connection, 429 or a 5xx: worth retrying."""
-
-
-class KubeNotFound(KubeApiError):
-    """404."""
-
-
-class KubeConflict(KubeApiError):
-    """409: the object already exists."""
-
-
-class KubeForbidden(KubeApiError):
-    """401 or 403."""
-
-
-class KubernetesConfigError(WorkflowsError):
-    """No usable kubeconfig or in-cluster service account."""
 
 
 Pod = dict[str, Any]
@@ -205,88 +179,3 @@ def _in_cluster_namespace() -> str:
         return Path(IN_CLUSTER_NAMESPACE_FILE).read_text().strip() or "default"
     except OSError:
         return "default"
-
-
-class InMemoryBackend:
-    """Pods in a dict, for tests of the manager's decisions.
-
-    ``fail_next`` queues errors: each call of a verb (create, list, delete, log)
-    first pops the next error queued for it and raises it. ``logs`` maps a pod
-    name to its output. Pods get ``creationTimestamp`` from ``clock``.
-    """
-
-    def __init__(
-        self,
-        default_namespace: str = "default",
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.default_namespace = default_namespace
-        self.pods: dict[tuple[str, str], Pod] = {}
-        self.logs: dict[str, str] = {}
-        self.calls: list[tuple[str, str, str]] = []
-        """(verb, namespace, name or selector), in order."""
-        self.fail_next: dict[str, list[KubeApiError]] = {}
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.Lock()
-
-    def _maybe_fail(self, verb: str) -> None:
-        queue = self.fail_next.get(verb)
-        if queue:
-            raise queue.pop(0)
-
-    def create_pod(self, namespace: str, body: Mapping[str, Any]) -> None:
-        with self._lock:
-            name = body["metadata"]["name"]
-            self.calls.append(("create", namespace, name))
-            self._maybe_fail("create")
-            if (namespace, name) in self.pods:
-                raise KubeConflict(409, "AlreadyExists", f'pods "{name}" already exists')
-            pod: Pod = copy.deepcopy(dict(body))
-            pod["metadata"]["namespace"] = namespace
-            pod["metadata"]["creationTimestamp"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
-            pod["status"] = {"phase": "Pending"}
-            self.pods[(namespace, name)] = pod
-
-    def list_pods(self, namespace: str, label_selector: str) -> list[Pod]:
-        with self._lock:
-            self.calls.append(("list", namespace, label_selector))
-            self._maybe_fail("list")
-            wanted = dict(part.split("=", 1) for part in label_selector.split(",") if part)
-            return [
-                copy.deepcopy(pod)
-                for (ns, _), pod in self.pods.items()
-                if ns == namespace
-                and all(
-                    fnmatch.fnmatchcase(str((pod["metadata"].get("labels") or {}).get(k)), v)
-                    for k, v in wanted.items()
-                )
-            ]
-
-    def delete_pod(self, namespace: str, name: str) -> None:
-        with self._lock:
-            self.calls.append(("delete", namespace, name))
-            self._maybe_fail("delete")
-            self.pods.pop((namespace, name), None)
-
-    def read_pod_log(self, namespace: str, name: str, tail_lines: int, limit_bytes: int) -> str:
-        with self._lock:
-            self.calls.append(("log", namespace, name))
-            self._maybe_fail("log")
-            if (namespace, name) not in self.pods:
-                raise KubeNotFound(404, "NotFound", f'pods "{name}" not found')
-            lines = self.logs.get(name, "").splitlines(keepends=True)
-            return "".join(lines[-tail_lines:])[-limit_bytes:]
-
-    def close(self) -> None:
-        pass
-
-    # -- helpers for tests: what a kubelet would do --
-
-    def set_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        with self._lock:
-            self.pods[(namespace, name)]["status"] = copy.deepcopy(dict(status))
-
-    def set_created(self, namespace: str, name: str, when: datetime) -> None:
-        with self._lock:
-            meta = self.pods[(namespace, name)]["metadata"]
-            meta["creationTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
