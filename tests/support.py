@@ -3,6 +3,7 @@ processes. The fakes (clock, instant manager) live in :mod:`workflows_tick.testi
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,8 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+from sqlalchemy import Engine, text
 
 from workflows_tick.dags import DagRegistry, register_directory
+from workflows_tick.loader import MAX_FILE_BYTES
+from workflows_tick.model import Dag
+
+
+def write_dag(root: Path, files: Mapping[str, str], workflow: str = "description: d\n") -> Dag:
+    """Write one DAG named ``d`` (``workflow.yaml`` and ``files``) under ``root`` and load it."""
+    return write_project(root, {"d": {"workflow.yaml": workflow, **files}}).get("d")
 
 
 def write_project(root: Path, dags: Mapping[str, Mapping[str, str]]) -> DagRegistry:
@@ -28,6 +37,24 @@ def write_project(root: Path, dags: Mapping[str, Mapping[str, str]]) -> DagRegis
         "DAGS = dags.register_directory(os.path.dirname(__file__))\n"
     )
     return register_directory(root)
+
+
+def add_runtime_broken_dags(root: Path) -> None:
+    """Add the broken DAGs a repository cannot hold: a file over the size limit, a
+    symlink loop, a dangling symlink and a FIFO (a reader that opened it would hang)."""
+
+    def folder(name: str) -> Path:
+        path = root / name
+        path.mkdir()
+        (path / "workflow.yaml").write_text(f"description: {name}\n")
+        return path
+
+    with (folder("huge_file") / "big.sql").open("wb") as handle:
+        handle.write(b"/*\nparameters: [DATABASE_URL]\n*/\n")
+        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: cheap to make
+    (folder("symlink_loop") / "loop.sql").symlink_to("loop.sql")
+    (folder("dangling_symlink") / "gone.yaml").symlink_to("does-not-exist.yaml")
+    os.mkfifo(folder("fifo") / "pipe.sh")
 
 
 # --- the real command, its database and its processes -----------------------------------
@@ -54,16 +81,42 @@ def run(context):
 
 
 def workflows(
-    *args: str, env: dict[str, str], timeout: float = 120
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real ``workflows`` command to completion."""
+    """Run the real ``workflows`` command to completion.
+
+    ``env`` is its whole environment (default: this process's, which the test
+    harness keeps free of database URLs).
+    """
     return subprocess.run(
-        [sys.executable, "-m", "workflows_tick", *args],
+        [sys.executable, "-m", "workflows_tick", *map(str, args)],
         env=env,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_scheduler(config: str, env: Mapping[str, str], *extra: str) -> subprocess.Popen[str]:
+    """Start ``workflows CONFIG schedule worker *extra`` (stderr piped, to read at exit)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "workflows_tick", config, "schedule", "worker", *extra],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:
+    """The rows of one statement on ``engine``, as plain tuples."""
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(text(sql))]
 
 
 def query(url: str, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:

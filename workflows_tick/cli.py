@@ -100,16 +100,17 @@ def run(obj: Context, dag: str, only: str | None, begin: str | None, end: str | 
 @cli.command()
 @click.option(
     "--manager",
-    type=click.Choice(["worker", "kubernetes"]),
+    metavar="MANAGER",
     default=None,
-    help="Also check what this task manager needs (e.g. kube_image).",
+    help="Also check what this task manager needs (e.g. kube_image): worker, kubernetes "
+    "or package.module:ClassName.",
 )
 @pass_ctx
 def validate(obj: Context, manager: str | None) -> None:
     """Load every DAG and report every problem, one line each (exit 1 if any)."""
     from workflows_tick.validate import validate_registry
 
-    report = validate_registry(obj.registry, manager=manager)
+    report = validate_registry(obj.registry, manager=manager, config=obj.config)
     for line in report.problems:
         click.echo(line, err=True)
     for line in report.summary:
@@ -129,7 +130,7 @@ def list_dags(obj: Context) -> None:
 
 
 @cli.command()
-@click.argument("manager", type=click.Choice(["worker", "kubernetes"]))
+@click.argument("manager")
 @click.option(
     "--once", is_flag=True, help="One pass, then exit (the worker waits for what it started)."
 )
@@ -189,7 +190,10 @@ def schedule(
     lease: float,
     reload_interval: float,
 ) -> None:
-    """Run the scheduler with the worker or kubernetes task manager.
+    """Run the scheduler with the task manager MANAGER.
+
+    MANAGER is worker, kubernetes, or package.module:ClassName for a TaskManager
+    subclass of your own (importable, or next to the config file).
 
     Migrates the database first. Loops until SIGINT (finish running tasks, then
     exit) or SIGTERM (stop them, record them failed, exit).

@@ -89,6 +89,15 @@ class DatabaseConfigError(UsageError):
     """No usable database URL (or one that the chosen manager cannot use)."""
 
 
+class TaskManagerError(UsageError):
+    """A task manager name that does not lead to a usable :class:`TaskManager` subclass."""
+
+    def __init__(self, spec: str, problem: str) -> None:
+        super().__init__(f"task manager {spec!r}: {problem}")
+        self.spec = spec
+        self.problem = problem
+
+
 class LaunchError(WorkflowsError):
     """A task manager could not start a task run."""
 

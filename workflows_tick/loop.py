@@ -24,9 +24,10 @@ from tenacity import (
 )
 
 from workflows_tick.dags import DagRegistry
-from workflows_tick.errors import WorkflowsError
+from workflows_tick.errors import TaskManagerError, WorkflowsError
 from workflows_tick.logs import redact
-from workflows_tick.managers.base import TaskManager
+from workflows_tick.managers.base import ManagerSettings, TaskManager
+from workflows_tick.managers.lookup import find_manager
 from workflows_tick.options import SchedulerOptions
 from workflows_tick.tick import Clock, PassResult, Ticker, utc_now
 
@@ -36,13 +37,13 @@ __all__ = ["Loop", "SchedulerOptions", "build_manager", "run_scheduler"]
 
 
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
-    if name == "worker":
-        from workflows_tick.managers.worker import WorkerTaskManager
-
-        return WorkerTaskManager(concurrency=options.concurrency)
-    from workflows_tick.managers.kubernetes import KubernetesTaskManager
-
-    return KubernetesTaskManager(registry, max_running=options.max_running)
+    """The manager ``name`` (``worker``, ``kubernetes`` or ``package.module:ClassName``)."""
+    manager_class = find_manager(name, options.config)
+    settings = ManagerSettings(concurrency=options.concurrency, max_running=options.max_running)
+    try:
+        return manager_class.create(registry, settings)
+    except TypeError as exc:  # a subclass whose __init__ wants other arguments
+        raise TaskManagerError(name, f"cannot be built: {exc} (override create())") from None
 
 
 def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
@@ -50,7 +51,8 @@ def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
     from workflows_tick.database import connect
     from workflows_tick.migrate import upgrade
 
-    with connect(purpose="scheduler", require_url=options.manager == "kubernetes") as db:
+    manager_class = find_manager(options.manager, options.config)
+    with connect(purpose="scheduler", require_url=manager_class.needs_database_url) as db:
         if db.embedded:
             # Tasks that declare DATABASE_URL reach the same embedded server.
             url = db.engine.url.set(drivername="postgresql")

@@ -44,30 +44,36 @@ class FakeClock:
 class InstantManager(TaskManager):
     """Runs nothing: every started attempt finishes at the next poll.
 
-    ``outcome(launch)`` decides success (default: every attempt succeeds);
-    ``fail_launch(launch)`` makes :meth:`start` raise :class:`~workflows_tick.errors.LaunchError`;
-    with ``finish=False`` attempts stay alive until ``finish`` is set again.
-    ``started`` lists every launch, in order.
+    ``outcome(launch)`` decides how an attempt ends: True succeeded (the
+    default), False failed, None still running (reported alive, asked again at
+    the next poll). An attempt still running past its task's ``timeout`` on
+    ``clock`` fails with ``timed out after <N>s``. ``fail_launch(launch)`` makes
+    :meth:`start` raise :class:`~workflows_tick.errors.LaunchError`; with
+    ``finish=False`` every attempt stays running until ``finish`` is set again.
+    An attempt whose row is no longer running (another scheduler failed it) is
+    dropped, as a real manager stops it. ``started`` lists every launch, in order.
     """
 
     name: ClassVar[str] = "test"
 
     def __init__(
         self,
-        outcome: Callable[[Launch], bool] = lambda launch: True,
+        outcome: Callable[[Launch], bool | None] = lambda launch: True,
         capacity: int = 1000,
         fail_launch: Callable[[Launch], bool] = lambda launch: False,
         finish: bool = True,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.outcome = outcome
         self._capacity = capacity
         self.fail_launch = fail_launch
         self.finish = finish
+        self._clock = clock or (lambda: datetime.now(UTC))
         self.started: list[Launch] = []
-        self._pending: list[Launch] = []
+        self._pending: dict[int, tuple[Launch, datetime]] = {}
 
     def capacity(self) -> int:
-        return self._capacity - len(self._pending)
+        return max(0, self._capacity - len(self._pending))
 
     def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         return f"test-{task_run_id}-{attempt}"
@@ -76,34 +82,52 @@ class InstantManager(TaskManager):
         if self.fail_launch(launch):
             raise LaunchError("no room at the inn")
         self.started.append(launch)
-        self._pending.append(launch)
+        self._pending[launch.task_run_id] = (launch, self._clock())
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
-        if not self.finish:
-            return PollResult(alive=[launch.task_run_id for launch in self._pending])
-        done, self._pending = self._pending, []
-        outcomes = []
-        for launch in done:
-            succeeded = self.outcome(launch)
-            outcomes.append(
-                Outcome(
-                    launch.task_run_id,
-                    succeeded=succeeded,
-                    exit_code=0 if succeeded else 1,
-                    error=None if succeeded else "it failed",
-                )
-            )
-        return PollResult(finished=outcomes)
+        rows = {row.id for row in running}
+        for lost in [i for i in self._pending if i not in rows]:
+            del self._pending[lost]
+        finished: list[Outcome] = []
+        alive: list[int] = []
+        for task_run_id, (launch, started) in list(self._pending.items()):
+            outcome = self._end(launch, started)
+            if outcome is None:
+                alive.append(task_run_id)
+            else:
+                finished.append(outcome)
+                del self._pending[task_run_id]
+        return PollResult(finished=finished, alive=alive)
+
+    def _end(self, launch: Launch, started: datetime) -> Outcome | None:
+        """How the attempt ended, or None while it runs."""
+        succeeded = self.outcome(launch) if self.finish else None
+        if succeeded is None:
+            timeout = launch.timeout
+            if timeout is None or (self._clock() - started).total_seconds() <= timeout:
+                return None
+            error = f"timed out after {timeout:g}s"
+            return Outcome(launch.task_run_id, succeeded=False, error=error)
+        return Outcome(
+            launch.task_run_id,
+            succeeded=succeeded,
+            exit_code=0 if succeeded else 1,
+            error=None if succeeded else "it failed",
+        )
 
     def in_flight(self) -> int:
         return len(self._pending)
 
     def shutdown(self, kill: bool) -> Sequence[Outcome]:
-        """With ``kill``, every pending attempt is reported failed; otherwise none is left."""
-        done, self._pending = self._pending, []
+        """With ``kill``, every attempt still running is reported failed; otherwise
+        each is reported as ``outcome`` says (failed if it would still run)."""
+        pending, self._pending = self._pending, {}
         if kill:
-            return [Outcome(launch.task_run_id, succeeded=False, error="killed") for launch in done]
-        return [Outcome(launch.task_run_id, succeeded=self.outcome(launch)) for launch in done]
+            return [Outcome(i, succeeded=False, error="stopped by shutdown") for i in pending]
+        return [
+            Outcome(i, succeeded=bool(self.finish and self.outcome(launch)))
+            for i, (launch, _) in pending.items()
+        ]
 
     def ran(self) -> list[tuple[str, str, int]]:
         """(DAG, task, attempt) of every launch, in order."""

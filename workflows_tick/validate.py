@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workflows_tick.errors import DagLoadError
 from workflows_tick.loader import WORKFLOW_FILE
@@ -14,6 +12,7 @@ from workflows_tick.model import Dag
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
+    from workflows_tick.managers.kubernetes import KubernetesTaskManager
 
 
 @dataclass
@@ -24,32 +23,24 @@ class Report:
 
 
 def validate_registry(
-    registry: DagRegistry, manager: str | None = None, now: datetime | None = None
+    registry: DagRegistry,
+    manager: str | None = None,
+    now: datetime | None = None,
+    config: str | None = None,
 ) -> Report:
-    """Load every DAG; collect each load error (and the manager's objections) as a line."""
+    """Load every DAG; collect each load error (and the manager's objections) as a line.
+
+    ``manager`` is a name as ``schedule`` takes it; ``config`` the config argument
+    (a manager may live next to the config file).
+    """
     report = Report()
     loaded = registry.load_all()
     dags = [d for d in loaded.values() if isinstance(d, Dag)]
     for result in loaded.values():
         if isinstance(result, DagLoadError):
             report.problems.append(str(result))
-    checker = _manager(manager, registry) if manager else None
-    if checker is not None:
-        # Each layer is checked on its own and blamed on the file that sets it: the
-        # registry's worker_config (the config module) once, then each DAG's
-        # workflow.yaml, then each task's file. Only the image is checked merged.
-        for line in checker.config_problems(registry.worker_config):
-            report.problems.append(f"{registry.root}: DAGS.worker_config: {line}")
-        for dag in dags:
-            lines = checker.config_problems(dag.worker_config)
-            lines += checker.image_problems(dag, registry.worker_config_for(dag))
-            for line in lines:
-                report.problems.append(f"{dag.path / WORKFLOW_FILE}: worker_config: {line}")
-            for task in dag.tasks.values():
-                for line in checker.config_problems(task.worker_config):
-                    report.problems.append(
-                        f"{task.path}: worker_config of task {task.name!r}: {line}"
-                    )
+    if manager is not None:
+        report.problems += _manager_problems(manager, registry, dags, config)
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)
@@ -97,12 +88,45 @@ def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) ->
     return next_fire(schedule, timezone, now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
 
 
-def _manager(name: str, registry: DagRegistry) -> Any:
-    """The manager ``name``, for its ``config_problems`` and ``image_problems``; None if none."""
-    if name != "kubernetes":
-        return None
-    module_name = "workflows_tick.managers.kubernetes"
-    if importlib.util.find_spec(module_name) is None:
-        return None
-    # Constructing the manager does not contact the cluster.
-    return importlib.import_module(module_name).KubernetesTaskManager(registry)
+def _manager_problems(
+    name: str, registry: DagRegistry, dags: list[Dag], config: str | None
+) -> list[str]:
+    """What the manager ``name`` objects to, one line each, blamed on the file at fault."""
+    from workflows_tick.loop import build_manager
+    from workflows_tick.managers.kubernetes import KubernetesTaskManager
+    from workflows_tick.options import SchedulerOptions
+
+    # Building a manager starts nothing and does not contact a cluster.
+    checker = build_manager(name, registry, SchedulerOptions(config=config or "", manager=name))
+    try:
+        if isinstance(checker, KubernetesTaskManager):
+            return _kube_problems(checker, registry, dags)
+        return [
+            f"{dag.path / WORKFLOW_FILE}: {line}"
+            for dag in dags
+            for line in checker.validate(dag, registry.worker_config_for(dag))
+        ]
+    finally:
+        checker.shutdown(kill=False)
+
+
+def _kube_problems(
+    checker: KubernetesTaskManager, registry: DagRegistry, dags: list[Dag]
+) -> list[str]:
+    # Each layer is checked on its own and blamed on the file that sets it: the
+    # registry's worker_config (the config module) once, then each DAG's
+    # workflow.yaml, then each task's file. Only the image is checked merged.
+    problems = [
+        f"{registry.root}: DAGS.worker_config: {line}"
+        for line in checker.config_problems(registry.worker_config)
+    ]
+    for dag in dags:
+        lines = checker.config_problems(dag.worker_config)
+        lines += checker.image_problems(dag, registry.worker_config_for(dag))
+        problems += [f"{dag.path / WORKFLOW_FILE}: worker_config: {line}" for line in lines]
+        for task in dag.tasks.values():
+            problems += [
+                f"{task.path}: worker_config of task {task.name!r}: {line}"
+                for line in checker.config_problems(task.worker_config)
+            ]
+    return problems

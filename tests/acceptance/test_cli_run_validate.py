@@ -9,24 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import environment_for
+from tests.support import workflows
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "config.py"
 CORPUS = REPO / "tests" / "broken_dags" / "project"
-
-
-def workflows(
-    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    return subprocess.run(
-        [sys.executable, "-m", "workflows_tick", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**base, **(env or {})},
-        cwd=cwd or REPO,
-        timeout=60,
-        check=False,
-    )
 
 
 def one_line_error(result: subprocess.CompletedProcess[str], code: int) -> str:
@@ -65,7 +53,7 @@ def test_run_examples_without_a_database(dag: str, expected: list[str]) -> None:
 
 
 def test_run_example_with_a_parameter() -> None:
-    result = workflows(EXAMPLES, "run", "greeting", env={"GREETING_NAME": "Ada"})
+    result = workflows(EXAMPLES, "run", "greeting", env={**os.environ, "GREETING_NAME": "Ada"})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello, Ada!\n"
     line = one_line_error(workflows(EXAMPLES, "run", "greeting"), 2)
@@ -84,9 +72,9 @@ def test_failing_example_stops_at_the_failure() -> None:
 
 
 def test_warehouse_example(database_url: str) -> None:
-    result = workflows(EXAMPLES, "run", "warehouse", env={"DATABASE_URL": database_url})
+    result = workflows(EXAMPLES, "run", "warehouse", env=environment_for(database_url))
     assert result.returncode == 0, result.stderr
-    again = workflows(EXAMPLES, "run", "warehouse", env={"DATABASE_URL": database_url})
+    again = workflows(EXAMPLES, "run", "warehouse", env=environment_for(database_url))
     assert again.returncode == 0, again.stderr
 
 
@@ -120,7 +108,9 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 )
 def test_run_selects_tasks(chain: Path, tmp_path: Path, options: list[str], expected: str) -> None:
     out = tmp_path / "out.txt"
-    result = workflows(chain / "config.py", "run", "chain", *options, env={"OUT": str(out)})
+    result = workflows(
+        chain / "config.py", "run", "chain", *options, env={**os.environ, "OUT": str(out)}
+    )
     assert result.returncode == 0, result.stderr
     assert out.read_text().split() == list(expected)
 
@@ -155,6 +145,27 @@ def test_bad_config_paths(tmp_path: Path) -> None:
     assert "defines no DAGS" in line
     line = one_line_error(workflows("no_such_module_anywhere", "list", cwd=tmp_path), 2)
     assert "no such config module" in line
+
+
+@pytest.mark.parametrize("command", [["list"], ["run", "d"]])
+def test_a_failing_config_is_one_line_without_the_database_password(
+    tmp_path: Path, command: list[str]
+) -> None:
+    (tmp_path / "config.py").write_text(
+        "import os\nraise RuntimeError('cannot reach ' + os.environ['DATABASE_URL'])\n"
+    )
+    env = environment_for("postgresql://u:hunter22@127.0.0.1:1/db")
+    result = workflows("config.py", *command, env=env, cwd=tmp_path)
+    line = one_line_error(result, 2)
+    assert line.startswith("workflows: config.py: importing the config failed")
+    assert "hunter22" not in result.stderr
+
+
+def test_a_config_error_over_several_lines_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.py").write_text("raise RuntimeError('first\\nsecond')\n")
+    result = workflows("config.py", "list", cwd=tmp_path)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
 
 
 def test_validate_reports_every_problem_of_the_corpus() -> None:
@@ -209,7 +220,7 @@ def test_run_imports_nothing_heavy() -> None:
     )
     assert result.returncode == 0, result.stderr
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
-    for heavy in ("sqlalchemy", "alembic", "kubernetes", "psycopg2"):
+    for heavy in ("click", "sqlalchemy", "alembic", "kubernetes", "psycopg2"):
         assert heavy not in imported
     # Only the DAG that was asked for is read.
     assert "workflows_tick.validate" not in imported

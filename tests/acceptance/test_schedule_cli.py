@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from tests.support import (
     LEDGER_TASK,
     processes_matching,
     query,
+    start_scheduler,
     wait_for,
     workflows,
     write_project,
@@ -103,6 +102,16 @@ def test_trigger_mistakes_are_one_line(subprocess_env: dict[str, str]) -> None:
     assert "Traceback" not in unknown.stderr
 
 
+def test_a_parameter_value_that_is_not_utf8_is_one_line_that_hides_the_value(
+    subprocess_env: dict[str, str],
+) -> None:
+    value = os.fsdecode(b"TOKEN=s3cret\xff")  # passed to the command as those bytes
+    done = workflows(str(EXAMPLES), "trigger", "hello", "-p", value, env=subprocess_env)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("workflows: ") and done.stderr.count("\n") == 1, done.stderr
+    assert "s3cret" not in done.stderr
+
+
 def _ledger_project(
     tmp_path: Path, dags: int, body: str = "pass", extra: str = "", schedule: bool = True
 ) -> str:
@@ -117,33 +126,16 @@ def _ledger_project(
     return str(tmp_path / "config.py")
 
 
-def _start(config: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workflows_tick",
-            config,
-            "schedule",
-            "worker",
-            "--interval",
-            "0.2",
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.slow
 def test_many_schedulers_never_duplicate_runs_or_attempts(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
     query(database_url, LEDGER_TABLE)
     config = _ledger_project(tmp_path, dags=6)
-    schedulers = [_start(config, subprocess_env, "--concurrency", "2") for _ in range(4)]
+    schedulers = [
+        start_scheduler(config, subprocess_env, "--interval", "0.2", "--concurrency", "2")
+        for _ in range(4)
+    ]
     try:
         for i in range(30):
             workflows(config, "trigger", f"dag{i % 6}", env=subprocess_env)
@@ -194,7 +186,7 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
         body="time.sleep(30 if context['WORKFLOWS_ATTEMPT'] == '1' and __file__.endswith('first.py') else 0)",
         schedule=False,
     )
-    first = _start(config, subprocess_env, "--lease", "2")
+    first = start_scheduler(config, subprocess_env, "--interval", "0.2", "--lease", "2")
     run_id = int(workflows(config, "trigger", "dag0", env=subprocess_env).stdout)
     wait_for(
         lambda: (
@@ -202,10 +194,13 @@ def test_a_scheduler_killed_mid_task_is_recovered_by_another(
         ),
         what="the first attempt to start",
     )
-    time.sleep(0.5)
+    wait_for(
+        lambda: processes_matching(f"{config} run dag0 -o first.py") != [],
+        what="the first attempt's process",
+    )
     first.kill()  # kill -9: no chance to clean up
     first.communicate(timeout=10)
-    second = _start(config, subprocess_env, "--lease", "2")
+    second = start_scheduler(config, subprocess_env, "--interval", "0.2", "--lease", "2")
     try:
         wait_for(
             lambda: (
@@ -238,7 +233,7 @@ def test_sigterm_stops_the_running_task_and_records_it_failed(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(
         lambda: (
             query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
@@ -263,7 +258,7 @@ def test_a_killed_scheduler_leaves_no_shell_task_behind(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(lambda: processes_matching("sleep 62.75") != [], what="the task to start")
     proc.kill()
     proc.communicate(timeout=10)
@@ -285,7 +280,7 @@ def test_sigint_lets_the_running_task_finish(
     )
     config = str(tmp_path / "config.py")
     workflows(config, "trigger", "d", env=subprocess_env)
-    proc = _start(config, subprocess_env)
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2")
     wait_for(
         lambda: (
             query(database_url, "SELECT count(*) FROM task_run WHERE status = 'running'")[0][0] == 1
@@ -295,37 +290,33 @@ def test_sigint_lets_the_running_task_finish(
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    # The running task finished; nothing new was started (the next task waits for a scheduler).
-    assert query(database_url, "SELECT task_name, status FROM task_run ORDER BY id") in (
-        [("slow.sh", "succeeded")],
-        [("slow.sh", "succeeded"), ("next.yaml", "waiting")],
-    )
+    # The running task finished and was recorded, which made the next task due; it was
+    # not started: it waits for a scheduler.
+    assert query(database_url, "SELECT task_name, status FROM task_run ORDER BY id") == [
+        ("slow.sh", "succeeded"),
+        ("next.yaml", "waiting"),
+    ]
 
 
 def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    write_project(
-        tmp_path, {"old": {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}}
-    )
+    # Scheduled (yearly), so that the first pass records the DAG's cursor.
+    old = {"workflow.yaml": "description: x\nschedule: '0 0 1 1 *'\n", "a.yaml": "type: no_op\n"}
+    write_project(tmp_path, {"old": old})
     config = str(tmp_path / "config.py")
-    proc = _start(config, subprocess_env, "--reload-interval", "0.2")
+    proc = start_scheduler(config, subprocess_env, "--interval", "0.2", "--reload-interval", "0.2")
     try:
-        # A run of the old DAG done proves the loop is running (it has read the folder).
-        assert workflows(config, "trigger", "old", env=subprocess_env).returncode == 0
         wait_for(
-            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
-            what="the old DAG's run to succeed",
+            lambda: query(database_url, "SELECT dag_name FROM dag_schedule") == [("old",)],
+            what="the scheduler's first pass",
         )
         write_project(
             tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
         )
         assert workflows(config, "trigger", "new", env=subprocess_env).returncode == 0
         wait_for(
-            lambda: (
-                query(database_url, "SELECT dag_name, status FROM dag_run ORDER BY id")
-                == [("old", "succeeded"), ("new", "succeeded")]
-            ),
+            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
             what="the new DAG's run to succeed",
         )
     finally:

@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy
 from sqlalchemy.engine import make_url
 
+from tests.support import workflows
 from workflows_tick import database
 from workflows_tick.errors import DatabaseConfigError
 from workflows_tick.logs import redact
@@ -92,6 +93,9 @@ def test_display_url_hides_the_password() -> None:
         f"postgres://app:{SECRET}@with@at@h/db",
         f"mysql://app:{SECRET}@h/db",
         f"postgres://app@h:x/db?password={SECRET}&sslmode=require",
+        f"postgres//app:{SECRET}@h/db",
+        f"postgresql:/app:{SECRET}@h/db",
+        f"postgresql:app:{SECRET}@h/db",
     ],
 )
 def test_bad_url_error_hides_the_password(given: str) -> None:
@@ -190,20 +194,9 @@ def test_unknown_role_is_one_line_without_password(pg_admin_url: str) -> None:
     assert "\n" not in str(raised.value)
 
 
-def _workflows(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "workflows_tick", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_cli_connection_failure_is_one_line_without_password() -> None:
     env = dict(os.environ, DATABASE_URL=f"postgres://app:{SECRET}@127.0.0.1:1/db")
-    result = _workflows("-v", "no_config.py", "migrate", env=env)
+    result = workflows("-v", "no_config.py", "migrate", env=env)
     assert result.returncode == DatabaseConfigError.exit_code
     assert SECRET not in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
@@ -213,7 +206,7 @@ def test_cli_connection_failure_is_one_line_without_password() -> None:
 
 def test_cli_migrates_an_empty_database(empty_database_url: str) -> None:
     env = dict(os.environ, DATABASE_URL=empty_database_url)
-    result = _workflows("no_config.py", "migrate", env=env)
+    result = workflows("no_config.py", "migrate", env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "database is up to date\n"
     with psycopg2.connect(empty_database_url) as connection, connection.cursor() as cursor:

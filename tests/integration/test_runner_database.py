@@ -7,33 +7,15 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from workflows_tick import dags, model
+from tests.support import query, write_dag
+from workflows_tick import model
 from workflows_tick.errors import TaskFailed
 from workflows_tick.runner import run_tasks
-
-
-def project(tmp_path: Path, files: dict[str, str]) -> model.Dag:
-    folder = tmp_path / "d"
-    folder.mkdir()
-    (folder / "workflow.yaml").write_text("description: d\n")
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return dags.register_directory(tmp_path).get("d")
 
 
 def run(dag: model.Dag, url: str, *names: str) -> None:
     tasks = [dag.task(n) for n in names] if names else list(dag.tasks.values())
     run_tasks(dag, tasks, {"DATABASE_URL": url})
-
-
-def query(url: str, sql: str) -> list[tuple[object, ...]]:
-    conn = psycopg2.connect(url)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql)
-            return list(cur.fetchall())
-    finally:
-        conn.close()
 
 
 def exists(url: str, table: str) -> bool:
@@ -60,7 +42,7 @@ OUTPUT = """outputs:
 
 
 def test_sql_tasks_run_in_order_and_commit(tmp_path: Path, database_url: str) -> None:
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "a.sql": sql_task(
@@ -77,7 +59,7 @@ def test_sql_tasks_run_in_order_and_commit(tmp_path: Path, database_url: str) ->
 
 
 def test_failed_validation_query_rolls_back(tmp_path: Path, database_url: str) -> None:
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "a.sql": sql_task(
@@ -115,14 +97,14 @@ def test_failed_validation_query_rolls_back(tmp_path: Path, database_url: str) -
     ],
 )
 def test_output_checks(tmp_path: Path, database_url: str, ddl: str, expected: str) -> None:
-    dag = project(tmp_path, {"a.sql": sql_task(ddl + ";", OUTPUT)})
+    dag = write_dag(tmp_path, {"a.sql": sql_task(ddl + ";", OUTPUT)})
     with pytest.raises(TaskFailed, match=expected.replace("(", r"\(").replace(")", r"\)")):
         run(dag, database_url)
     assert not exists(database_url, "things")
 
 
 def test_sql_error_is_one_line_and_rolls_back(tmp_path: Path, database_url: str) -> None:
-    dag = project(tmp_path, {"a.sql": sql_task("CREATE TABLE t1 (id int);\nSELEC 1;")})
+    dag = write_dag(tmp_path, {"a.sql": sql_task("CREATE TABLE t1 (id int);\nSELEC 1;")})
     with pytest.raises(TaskFailed) as info:
         run(dag, database_url)
     assert 'SyntaxError: ERROR:  syntax error at or near "SELEC"' in str(info.value)
@@ -131,7 +113,7 @@ def test_sql_error_is_one_line_and_rolls_back(tmp_path: Path, database_url: str)
 
 
 def test_sql_statement_timeout(tmp_path: Path, database_url: str) -> None:
-    dag = project(tmp_path, {"a.sql": sql_task("SELECT pg_sleep(10);", "timeout: 0.2\n")})
+    dag = write_dag(tmp_path, {"a.sql": sql_task("SELECT pg_sleep(10);", "timeout: 0.2\n")})
     with pytest.raises(TaskFailed, match="statement timeout"):
         run(dag, database_url)
 
@@ -159,7 +141,7 @@ def run(context):
         cur.execute("CREATE TABLE py_broken (n integer)")
     raise RuntimeError("after the DDL")
 '''
-    dag = project(tmp_path, {"good.py": good, "bad.py": bad})
+    dag = write_dag(tmp_path, {"good.py": good, "bad.py": bad})
     run(dag, database_url, "good.py")
     assert query(database_url, "SELECT n FROM py_made") == [(1,)]
     with pytest.raises(TaskFailed, match="RuntimeError: after the DDL"):
@@ -168,7 +150,7 @@ def run(context):
 
 
 def test_shell_outputs_are_checked_on_a_fresh_connection(tmp_path: Path, database_url: str) -> None:
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "a.sh": "# parameters: [DATABASE_URL]\n# outputs: [{type: table, name: from_shell}]\ntrue\n"
@@ -184,9 +166,29 @@ def test_shell_outputs_are_checked_on_a_fresh_connection(tmp_path: Path, databas
 
 
 def test_connection_errors_never_show_the_password(tmp_path: Path) -> None:
-    dag = project(tmp_path, {"a.sql": sql_task("SELECT 1;")})
+    dag = write_dag(tmp_path, {"a.sql": sql_task("SELECT 1;")})
     url = "postgresql://someone:hunter2secret@127.0.0.1:1/nowhere?connect_timeout=2"
     with pytest.raises(TaskFailed) as info:
         run(dag, url)
     assert "cannot connect" in str(info.value)
     assert "hunter2secret" not in str(info.value)
+
+
+def test_a_malformed_database_url_never_shows_its_password(tmp_path: Path) -> None:
+    dag = write_dag(tmp_path, {"a.sql": sql_task("SELECT 1;")})
+    with pytest.raises(TaskFailed) as info:
+        run(dag, "postgres//someone:hunter2secret@h/db")
+    assert "hunter2secret" not in str(info.value)
+
+
+def test_a_timeout_over_the_server_limit_in_milliseconds_still_runs(
+    tmp_path: Path, database_url: str
+) -> None:
+    # 2,600,000 s is 2.6e9 ms, more than PostgreSQL's statement_timeout accepts
+    # (2^31 - 1 ms); the loader takes it (under a year), so the runner must too.
+    dag = write_dag(
+        tmp_path, {"a.sql": sql_task("CREATE TABLE ran (x int);", "timeout: 2600000\n")}
+    )
+    assert dag.task("a.sql").timeout == 2600000
+    run(dag, database_url)
+    assert exists(database_url, "ran")

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from tests.support import write_project
+from tests.support import rows, write_project
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
@@ -24,11 +24,6 @@ CHAIN = {
 
 def ticker(engine: Engine, registry, manager, clock, **kw) -> Ticker:  # type: ignore[no-untyped-def]
     return Ticker(registry, manager, engine, "config.py", clock=clock, **kw)
-
-
-def rows(engine: Engine, sql: str) -> list[tuple]:  # type: ignore[type-arg]
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
 
 
 def until_idle(t: Ticker, limit: int = 50) -> None:
@@ -149,6 +144,30 @@ def test_unscheduling_and_rescheduling_does_not_replay(
     assert t.run_pass().created_runs == []
 
 
+def test_a_removed_then_re_added_dag_waits_for_its_next_fire_time(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(
+        tmp_path, {"d": {**CHAIN, "workflow.yaml": "description: x\nschedule: '0 * * * *'\n"}}
+    )
+    t = ticker(engine, reg, InstantManager(), clock)
+    t.run_pass()  # 12:00:30: cursor at 13:00
+    workflow = tmp_path / "d" / "workflow.yaml"
+    saved = workflow.read_text()
+    workflow.unlink()  # the DAG leaves the registry
+    reg.reload()
+    t.load_dags()
+    t.run_pass()
+    clock.advance(days=3)
+    workflow.write_text(saved)  # ... and comes back three days later
+    reg.reload()
+    t.load_dags()
+    # Like any DAG first seen, it waits for its next time (13:00 on Jan 4).
+    assert t.run_pass().created_runs == []
+    clock.advance(minutes=59, seconds=30)
+    assert len(t.run_pass().created_runs) == 1
+
+
 def _fires_over(
     engine: Engine, tmp_path: Path, schedule: str, start: datetime, hours: int
 ) -> list[str]:
@@ -199,6 +218,35 @@ def test_fall_back_runs_an_hourly_schedule_in_both_repeated_hours(
         "11-03 01:30 05:30",
         "11-03 01:30 06:30",
         "11-03 02:30 07:30",
+    ]
+
+
+def test_an_hourly_run_in_the_repeated_fall_back_hour_is_created_when_due(
+    engine: Engine, tmp_path: Path
+) -> None:
+    reg = write_project(
+        tmp_path,
+        {
+            "d": {
+                "workflow.yaml": "description: x\nschedule: '30 * * * *'\n"
+                "timezone: America/New_York\n",
+                "a.yaml": "type: no_op\n",
+            }
+        },
+    )
+    clock = FakeClock(datetime(2024, 11, 3, 5, 0, tzinfo=UTC))
+    t = ticker(engine, reg, InstantManager(), clock)
+    t.run_pass()  # cursor: 05:30 UTC (01:30 EDT)
+    clock.now = datetime(2024, 11, 3, 5, 31, tzinfo=UTC)
+    assert len(t.run_pass().created_runs) == 1  # 01:30 EDT
+    clock.now = datetime(2024, 11, 3, 6, 31, tzinfo=UTC)  # 01:31 EST, a pass a minute late
+    result = t.run_pass()
+    # The 01:30 EST run (06:30 UTC) is created now, and the next fire time is ahead
+    # (a next fire time in the past would make the loop spin without sleeping).
+    assert result.next_fire_at is not None and result.next_fire_at > clock.now
+    assert rows(engine, "SELECT scheduled_for FROM dag_run ORDER BY 1") == [
+        (datetime(2024, 11, 3, 5, 30, tzinfo=UTC),),
+        (datetime(2024, 11, 3, 6, 30, tzinfo=UTC),),
     ]
 
 
@@ -516,7 +564,16 @@ def test_trigger_parameters_reach_the_launch(
     assert manager.started[0].parameters == {"DAY": "2024-01-01"}
 
 
-@pytest.mark.parametrize("bad", [{"1X": "a"}, {"A-B": "a"}, {"A": 1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"1X": "a"},
+        {"A-B": "a"},
+        {"A": 1},
+        pytest.param({"A": "a\x00b"}, id="nul-character"),
+        pytest.param({"A": "\udcff"}, id="not-utf8"),
+    ],
+)
 def test_bad_trigger_parameters_are_refused(engine: Engine, bad: dict) -> None:  # type: ignore[type-arg]
     from workflows_tick.errors import UsageError
 

@@ -1,8 +1,9 @@
-"""Fixtures for the kubernetes manager tests: a DAG project on disk and a settable clock."""
+"""Fixtures for the kubernetes manager tests: a DAG project on disk, a settable clock,
+and the kmock emulator over HTTPS."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,20 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from workflows_tick.dags import DagRegistry, register_directory
+from tests.kubernetes.kube_emulator import EmulatorThread, tls_files
+from tests.support import write_project
+from workflows_tick.dags import DagRegistry
 from workflows_tick.testing import FakeClock
-
-
-def write_project(root: Path, dags: Mapping[str, Mapping[str, Any]]) -> DagRegistry:
-    """``dags``: name -> {"workflow": {...}, "tasks": {file name: spec dict}}."""
-    for name, spec in dags.items():
-        folder = root / name
-        folder.mkdir(parents=True)
-        workflow = {"description": f"DAG {name}", **spec.get("workflow", {})}
-        (folder / "workflow.yaml").write_text(yaml.safe_dump(workflow))
-        for task, task_spec in spec.get("tasks", {}).items():
-            (folder / task).write_text(yaml.safe_dump({"description": task, **task_spec}))
-    return register_directory(root)
 
 
 @pytest.fixture
@@ -33,9 +24,37 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Callable[..., DagRegistry]:
+    """``project(dags, **worker_config)``; ``dags``: name -> {"workflow": {...}, "tasks":
+    {file name: spec}}, each spec written as YAML."""
+
     def make(dags: Mapping[str, Mapping[str, Any]], **worker_config: Any) -> DagRegistry:
-        registry = write_project(tmp_path / "dags", dags)
+        files = {
+            name: {
+                "workflow.yaml": yaml.safe_dump(
+                    {"description": f"DAG {name}", **spec.get("workflow", {})}
+                ),
+                **{
+                    task: yaml.safe_dump({"description": task, **task_spec})
+                    for task, task_spec in spec.get("tasks", {}).items()
+                },
+            }
+            for name, spec in dags.items()
+        }
+        registry = write_project(tmp_path / "dags", files)
         registry.worker_config.update(worker_config)
         return registry
 
     return make
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, shared by the tests of a module."""
+    return tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture
+def emu(tls: tuple[Path, Path]) -> Iterator[EmulatorThread]:
+    """The kmock emulator on a background thread, serving HTTPS."""
+    with EmulatorThread(*tls) as emulator:
+        yield emulator

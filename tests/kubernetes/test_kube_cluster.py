@@ -9,13 +9,13 @@ the shell's positional parameters and are ignored.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.support import wait_for
 from workflows_tick.dags import DagRegistry
 from workflows_tick.managers.base import Launch, RunningTaskRun
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
@@ -47,13 +47,14 @@ def test_a_pod_runs_and_is_reported(project: Callable[..., DagRegistry]) -> None
                worker_config=registry.worker_config_for(dag, task))
     )  # fmt: skip
     row = RunningTaskRun(task_run_id, 1, dag.name, task.name, 1, None, datetime.now(UTC), None)
-    deadline = time.monotonic() + 180
-    outcome = None
-    while outcome is None and time.monotonic() < deadline:
-        result = manager.poll([row])
-        outcome = result.finished[0] if result.finished else None
-        time.sleep(2)
-    assert outcome is not None, "the pod did not finish within 3 minutes"
+    finished = []
+
+    def pod_finished() -> bool:
+        finished.extend(manager.poll([row]).finished)
+        return bool(finished)
+
+    wait_for(pod_finished, timeout=180, what="the pod to finish", step=2)
+    (outcome,) = finished
     assert outcome.succeeded, outcome.error
     assert "task ran" in (outcome.output_tail or "")
     manager.poll([])  # deletes the finished pod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, Fault, tls_files
+from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, Fault
+from tests.support import wait_for
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import KubernetesPermissionError
 from workflows_tick.managers.base import Launch, RunningTaskRun
@@ -27,17 +27,6 @@ DAGS = {
         }
     }
 }
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def emu(tls: tuple[Path, Path]) -> Iterator[EmulatorThread]:
-    with EmulatorThread(*tls) as emulator:
-        yield emulator
 
 
 @pytest.fixture
@@ -116,11 +105,12 @@ def test_kubeconfig_lifecycle_with_a_fake_kubelet(
     outcome_of = {left: 0, right: 3}
     finished: dict[int, Any] = {}
     with FakeKubelet(kubeconfig, ["default", "jobs"], lambda p: outcome_of[p["metadata"]["name"]]):
-        deadline = time.monotonic() + 10
-        while rows.rows and time.monotonic() < deadline:
-            done, _ = rows.poll()
-            finished.update(done)
-            time.sleep(0.05)
+
+        def all_finished() -> bool:
+            finished.update(rows.poll()[0])
+            return not rows.rows
+
+        wait_for(all_finished, what="both pods to finish")
     assert finished[1].succeeded and finished[1].output_tail == "left says hi\n"
     assert not finished[2].succeeded and finished[2].exit_code == 3
     assert finished[2].output_tail == "right breaks\n"
@@ -264,9 +254,7 @@ def test_one_list_per_namespace_and_200_pods(
 
     emu.call(run_all)
     before = len(emu.emulator.client_requests())
-    started = time.perf_counter()
     finished, alive = rows.poll()
-    elapsed = time.perf_counter() - started
     requests = emu.emulator.client_requests()[before:]
     assert finished == {} and len(alive) == 200
     assert sorted((r.action.value if r.action else "", r.namespace) for r in requests) == [
@@ -274,6 +262,3 @@ def test_one_list_per_namespace_and_200_pods(
         ("LIST", "jobs"),
     ]
     assert all(r.resource == PODS and r.params.get("labelSelector") for r in requests)
-    print(
-        f"\npoll of 200 running pods in 2 namespaces: {len(requests)} LIST calls, {elapsed * 1000:.0f} ms"
-    )

@@ -35,7 +35,7 @@ from tests.conftest import (
     libpq_url,
     sqlalchemy_url,
 )
-from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet, tls_files
+from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet
 from tests.support import write_project
 from workflows_tick.managers.kubernetes.manager import DEFAULT_GRACE
 from workflows_tick.managers.kubernetes.pods import ATTEMPT_LABEL, TASK_LABEL, label_value
@@ -86,17 +86,6 @@ def exit_code_for(pod: dict[str, Any]) -> int:
 def log_text(pod: dict[str, Any]) -> str:
     labels = pod["metadata"].get("labels") or {}
     return f"task {labels.get(TASK_LABEL)} attempt {labels.get(ATTEMPT_LABEL)}\nbye\n"
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return tls_files(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture
-def emu(tls: tuple[Path, Path]) -> Iterator[EmulatorThread]:
-    with EmulatorThread(*tls) as emulator:
-        yield emulator
 
 
 def make_kubelet(emu: EmulatorThread, folder: Path) -> FakeKubelet:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from workflows_tick import logs
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import (
     KubeApiError,
@@ -286,9 +287,16 @@ def test_unlabelled_and_foreign_pods_are_ignored(harness: Harness) -> None:
     assert ("default", "other") in harness.backend.pods
 
 
-def test_existing_pod_is_adopted(harness: Harness) -> None:
-    harness.backend.fail_next["create"] = [KubeConflict(409, "AlreadyExists", "exists")]
-    harness.launch("etl", "load.yaml", 1)  # does not raise
+def test_existing_pod_is_adopted(harness: Harness, clock: FakeClock) -> None:
+    host = harness.launch("etl", "load.yaml", 1)
+    # A scheduler that restarts before it recorded the start creates the pod again.
+    harness.manager = KubernetesTaskManager(
+        harness.registry, max_running=5, backend=harness.backend, clock=clock, retry_wait=0
+    )
+    assert harness.launch("etl", "load.yaml", 1) == host  # the 409 is no launch error
+    assert [c[0] for c in harness.backend.calls] == ["create", "create"]
+    assert list(harness.backend.pods) == [("default", host)]
+    assert harness.poll() == ({}, [1])
 
 
 def test_create_retries_transient_errors_then_adopts(harness: Harness) -> None:
@@ -358,6 +366,17 @@ def test_kube_env_values_never_reach_errors_or_logs(
         h.launch("etl", "load.yaml", 2)
     assert secret not in str(info.value)
     assert secret not in caplog.text
+
+
+def test_plain_kube_env_values_do_not_mask_log_lines(
+    project: Callable[..., DagRegistry], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only secrets are masked in logs: an ordinary value such as INFO is not one.
+    monkeypatch.setattr(logs, "_SECRETS", set())
+    Harness(project(DAGS, kube_image="img", kube_env={"LOG_LEVEL": "INFO"}), clock)
+    record = logging.LogRecord("workflows_tick.tick", logging.INFO, "x", 1, "pass", None, None)
+    line = logs._RedactingFormatter("%(levelname)s %(name)s: %(message)s").format(record)
+    assert line == "INFO workflows_tick.tick: pass"
 
 
 def test_missing_image_is_a_launch_error(

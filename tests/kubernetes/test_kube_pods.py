@@ -126,6 +126,21 @@ def test_bad_options_are_named(key: str, value: Any, fragment: str) -> None:
     assert key in problems[0] and fragment in problems[0]
 
 
+@pytest.mark.parametrize(
+    "toleration",
+    [
+        {"key": "gpu", "operator": "Equal", "value": 1, "effect": "NoSchedule"},
+        {"key": "gpu", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": "soon"},
+        {"key": "gpu", "operator": "Sometimes"},
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedul"},
+    ],
+)
+def test_bad_toleration_values_are_named(toleration: dict[str, object]) -> None:
+    problems = option_problems({**GOOD, "kube_tolerations": [toleration]})
+    assert len(problems) == 1
+    assert "kube_tolerations" in problems[0]
+
+
 def test_validate_names_the_tasks_without_an_image(
     project: Callable[..., DagRegistry],
 ) -> None:

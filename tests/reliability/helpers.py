@@ -6,14 +6,15 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 
 from tests.support import (
     LEDGER_TABLE,
     LEDGER_TASK,
     descendants,
+    processes_matching,
     query,
+    start_scheduler,
     still_alive,
     wait_for,
     workflows,
@@ -25,6 +26,7 @@ __all__ = [
     "SHELL_LEDGER_TASK",
     "descendants",
     "kill_all",
+    "processes_matching",
     "query",
     "start_scheduler",
     "still_alive",
@@ -38,17 +40,6 @@ SHELL_LEDGER_TASK = """\
 if [ "$WORKFLOWS_ATTEMPT" = 1 ]; then sleep {sleep}; fi
 psql -qX "$DATABASE_URL" -c "INSERT INTO ledger VALUES ($WORKFLOWS_TASK_RUN_ID, $WORKFLOWS_ATTEMPT, $$)"
 """
-
-
-def start_scheduler(config: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workflows_tick", config, "schedule", "worker", *extra],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def stop(processes: Sequence[subprocess.Popen[str]]) -> None:

@@ -7,7 +7,6 @@ triggered. The loader's own messages are checked in ``tests/unit/test_broken_cor
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -16,9 +15,9 @@ from pathlib import Path
 import sqlalchemy
 
 from tests.reliability.helpers import query, workflows
+from tests.support import add_runtime_broken_dags
 from workflows_tick import database
 from workflows_tick.dags import register_directory
-from workflows_tick.loader import MAX_FILE_BYTES
 from workflows_tick.model import Dag
 from workflows_tick.scheduler import trigger_dag
 
@@ -31,18 +30,7 @@ def _corpus(root: Path) -> tuple[str, list[str], list[str]]:
     project = root / "project"
     shutil.copytree(CORPUS, project, symlinks=True)
 
-    def folder(name: str) -> Path:
-        path = project / name
-        path.mkdir()
-        (path / "workflow.yaml").write_text(f"description: {name}\n")
-        return path
-
-    with (folder("huge_file") / "big.sql").open("wb") as handle:
-        handle.write(b"/*\nparameters: [DATABASE_URL]\n*/\n")
-        handle.truncate(MAX_FILE_BYTES + 1)
-    (folder("symlink_loop") / "loop.sql").symlink_to("loop.sql")
-    (folder("dangling_symlink") / "gone.yaml").symlink_to("does-not-exist.yaml")
-    os.mkfifo(folder("fifo") / "pipe.sh")  # a reader that opened it would hang the scheduler
+    add_runtime_broken_dags(project)
     registry = register_directory(project)
     loaded = registry.load_all()
     good = sorted(name for name, dag in loaded.items() if isinstance(dag, Dag))
@@ -105,7 +93,7 @@ def test_until_idle_returns_when_a_broken_dag_has_a_running_run(
             "--interval",
             "0.2",
             env=subprocess_env,
-            timeout=8,
+            timeout=60,  # not a speed limit: "never idle" would run until killed
         )
         returned = sched.returncode == 0
     except subprocess.TimeoutExpired:

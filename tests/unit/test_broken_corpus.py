@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import add_runtime_broken_dags
 from workflows_tick import dags
 from workflows_tick.errors import DagLoadError
-from workflows_tick.loader import MAX_FILE_BYTES
 from workflows_tick.model import Dag
 
 CORPUS = Path(__file__).parent.parent / "broken_dags" / "project"
@@ -92,19 +92,10 @@ RUNTIME: dict[str, tuple[str, str]] = {
 
 
 def _add_runtime_cases(root: Path) -> None:
-    def folder(name: str) -> Path:
-        path = root / name
-        path.mkdir()
-        (path / "workflow.yaml").write_text(f"description: {name}\n")
-        return path
-
-    with (folder("huge_file") / "big.sql").open("wb") as handle:
-        handle.write(b"/*\nparameters: [DATABASE_URL]\n*/\n")
-        handle.truncate(MAX_FILE_BYTES + 1)  # sparse: cheap to make
-    (folder("symlink_loop") / "loop.sql").symlink_to("loop.sql")
-    (folder("dangling_symlink") / "gone.yaml").symlink_to("does-not-exist.yaml")
-    os.mkfifo(folder("fifo") / "pipe.sh")
-    secret = folder("unreadable") / "secret.yaml"
+    add_runtime_broken_dags(root)
+    (root / "unreadable").mkdir()
+    (root / "unreadable" / "workflow.yaml").write_text("description: unreadable\n")
+    secret = root / "unreadable" / "secret.yaml"
     secret.write_text("description: hidden\n")
     secret.chmod(0)
 

@@ -102,3 +102,9 @@ def test_check_schedule(expr: str, problem: str | None) -> None:
         assert found is None
     else:
         assert found is not None and problem in found
+
+
+def test_latest_fire_in_the_repeated_fall_back_hour() -> None:
+    # 06:31 UTC is 01:31 EST (the second 01:31 in New York on 2024-11-03); the last
+    # '30 * * * *' time at or before it is 06:30 UTC (01:30 EST), not 05:30 UTC.
+    assert latest_fire("30 * * * *", NY, utc(2024, 11, 3, 6, 31)) == utc(2024, 11, 3, 6, 30)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from workflows_tick import dags
+from workflows_tick import dags, loader
 from workflows_tick.errors import DagLoadError, UnknownDagError
 from workflows_tick.model import (
     DEFAULT_RETRIES,
@@ -16,6 +17,8 @@ from workflows_tick.model import (
     TableOutput,
     TaskType,
 )
+from workflows_tick.plan import TaskRunState, plan_run
+from workflows_tick.states import TaskStatus
 from workflows_tick.taskfiles import python_header, shell_header, sql_header
 
 
@@ -41,6 +44,7 @@ def load_error(root: Path, name: str) -> str:
 
 
 SQL = "/*\nparameters: [DATABASE_URL]\n*/\nSELECT 1;\n"
+BOM = "\ufeff"
 
 
 def test_workflow_keys_and_defaults(tmp_path: Path) -> None:
@@ -292,3 +296,68 @@ def test_header_that_is_prose_is_an_error(tmp_path: Path) -> None:
 def test_a_helper_module_with_a_syntax_error_is_not_a_task(tmp_path: Path) -> None:
     write_dag(tmp_path, "t", {"_broken_helper.py": "def (", "a.yaml": ""})
     assert list(load(tmp_path, "t").tasks) == ["a.yaml"]
+
+
+# --- a UTF-8 byte order mark before the header ----------------------------------------------
+
+
+def test_shell_header_after_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "b.sh"
+    path.write_text(f"{BOM}#!/bin/bash\n# inputs: [a.sh]\necho hi\n", encoding="utf-8")
+    task = loader.load_task(path)
+    assert task.inputs == ("a.sh",)
+
+
+def test_sql_header_after_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.sql"
+    path.write_text(f"{BOM}{SQL}", encoding="utf-8")
+    task = loader.load_task(path)
+    assert task.type is TaskType.SQL
+    assert task.parameters == ("DATABASE_URL",)
+
+
+def test_python_header_after_a_bom_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "a.py"
+    path.write_text(f'{BOM}"""description: x"""\ndef run(context):\n    pass\n', "utf-8")
+    task = loader.load_task(path)
+    assert task.description == "x"
+
+
+# --- values named in errors ---------------------------------------------------------------
+
+
+class _Counted:
+    calls = 0
+
+    def __repr__(self) -> str:
+        _Counted.calls += 1
+        return "x"
+
+
+def test_an_error_names_a_huge_value_without_rendering_it_whole() -> None:
+    # What a YAML alias bomb expands to: rendering it whole would take minutes.
+    _Counted.calls = 0
+    value = [_Counted() for _ in range(100_000)]
+    text = loader._kind(value)
+    assert text.startswith("a list")
+    assert _Counted.calls < 1000
+
+
+# --- durations: the loader's limits are ones the planner can use --------------------------------
+
+
+def test_a_retry_delay_over_a_year_is_refused(tmp_path: Path) -> None:
+    write_dag(tmp_path, "d", {"a.yaml": "retry_delay: 1000000000000\n"})
+    assert load_error(tmp_path, "d") == (
+        f"{tmp_path / 'd' / 'a.yaml'}: key 'retry_delay': 1e+12 seconds is over a year "
+        "(the limit is 31536000)"
+    )
+
+
+def test_a_retry_delay_of_a_year_is_planned_a_year_later(tmp_path: Path) -> None:
+    write_dag(tmp_path, "d", {"a.yaml": "retry_delay: 31536000\n"})
+    failed = [TaskRunState("a.yaml", 1, TaskStatus.FAILED)]
+    plan = plan_run(load(tmp_path, "d"), failed, datetime(2024, 1, 1, tzinfo=UTC))
+    assert [(new.task_name, new.attempt, new.not_before) for new in plan.create] == [
+        ("a.yaml", 2, datetime(2024, 12, 31, tzinfo=UTC))
+    ]

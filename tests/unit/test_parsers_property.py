@@ -69,10 +69,12 @@ junk = st.one_of(
 
 def _check(path: Path, source: str) -> None:
     try:
-        task_from_source(path, source)
+        task = task_from_source(path, source)
     except DagLoadError as exc:
         assert "\n" not in str(exc)
         assert str(exc).startswith(str(path))
+    else:
+        assert task.name == path.name
 
 
 @SETTINGS

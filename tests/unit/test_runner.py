@@ -8,18 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from workflows_tick import dags, model
+from tests.support import write_dag
+from workflows_tick import model
 from workflows_tick.errors import MissingParameterError, TaskFailed
 from workflows_tick.runner import datatype_matches, run_tasks, task_environment
-
-
-def project(tmp_path: Path, files: dict[str, str]) -> model.Dag:
-    folder = tmp_path / "d"
-    folder.mkdir()
-    (folder / "workflow.yaml").write_text("description: d\n")
-    for name, text in files.items():
-        (folder / name).write_text(text)
-    return dags.register_directory(tmp_path).get("d")
 
 
 def run_all(dag: model.Dag, environ: dict[str, str] | None = None) -> None:
@@ -38,7 +30,7 @@ def run(context):
     with open({str(out)!r}, "w") as f:
         f.write(repr((sorted(context), os.environ.get("WANTED"), os.environ.get("SECRET"))))
 '''
-    dag = project(tmp_path, {"t.py": source})
+    dag = write_dag(tmp_path, {"t.py": source})
     before = dict(os.environ)
     run_all(dag, {"WANTED": "yes", "SECRET": "no"})
     assert out.read_text() == repr((["WANTED"], "yes", None))
@@ -46,7 +38,7 @@ def run(context):
 
 
 def test_python_task_imports_sibling_helpers(tmp_path: Path) -> None:
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "_helper.py": "VALUE = 41\n",
@@ -61,14 +53,14 @@ def test_python_task_imports_sibling_helpers(tmp_path: Path) -> None:
 def test_python_exception_becomes_task_failed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dag = project(tmp_path, {"t.py": "def run(context):\n    raise ValueError('bad\\nvalue')\n"})
+    dag = write_dag(tmp_path, {"t.py": "def run(context):\n    raise ValueError('bad\\nvalue')\n"})
     with pytest.raises(TaskFailed, match=r"^task d/t.py failed: ValueError: bad value$"):
         run_all(dag)
     assert "Traceback" in capsys.readouterr().err
 
 
 def test_python_import_error_and_exit_codes(tmp_path: Path) -> None:
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "a.py": "import no_such_module_here\n\ndef run(context):\n    pass\n",
@@ -85,14 +77,14 @@ def test_python_import_error_and_exit_codes(tmp_path: Path) -> None:
 
 def test_python_timeout(tmp_path: Path) -> None:
     source = '"""\ntimeout: 0.2\n"""\nimport time\n\ndef run(context):\n    time.sleep(5)\n'
-    dag = project(tmp_path, {"t.py": source})
+    dag = write_dag(tmp_path, {"t.py": source})
     with pytest.raises(TaskFailed, match=r"timed out after 0.2s"):
         run_all(dag)
 
 
 def test_shell_task_environment_and_exit_code(tmp_path: Path) -> None:
     out = tmp_path / "env.txt"
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {
             "a.sh": f"# parameters: [WANTED]\nenv > {out}\n",
@@ -109,14 +101,14 @@ def test_shell_task_environment_and_exit_code(tmp_path: Path) -> None:
 
 
 def test_shell_timeout_kills_the_process_group(tmp_path: Path) -> None:
-    dag = project(tmp_path, {"t.sh": "# timeout: 0.3\nsleep 30 &\nsleep 30\n"})
+    dag = write_dag(tmp_path, {"t.sh": "# timeout: 0.3\nsleep 30 &\nsleep 30\n"})
     with pytest.raises(TaskFailed, match=r"timed out after 0.3s"):
         run_all(dag)
 
 
 def test_missing_parameters_stop_before_anything_runs(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
-    dag = project(
+    dag = write_dag(
         tmp_path,
         {"a.sh": f"touch {marker}\n", "b.sh": "# parameters: [NEEDED, ALSO]\n# inputs: [a.sh]\n"},
     )
@@ -127,8 +119,11 @@ def test_missing_parameters_stop_before_anything_runs(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_no_op_does_nothing(tmp_path: Path) -> None:
-    run_all(project(tmp_path, {"a.yaml": ""}))
+def test_no_op_does_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    dag = write_dag(tmp_path, {"a.yaml": ""})
+    assert dag.task("a.yaml").type is model.TaskType.NO_OP
+    run_all(dag)
+    assert capfd.readouterr().out == ""
 
 
 def test_task_environment_is_minimal() -> None:
@@ -171,6 +166,6 @@ def test_python_timeout_is_not_swallowed_by_except_exception(tmp_path: Path) -> 
         '"""\ntimeout: 0.2\n"""\nimport time\n\n'
         "def run(context):\n    try:\n        time.sleep(5)\n    except Exception:\n        pass\n"
     )
-    dag = project(tmp_path, {"t.py": source})
+    dag = write_dag(tmp_path, {"t.py": source})
     with pytest.raises(TaskFailed, match=r"timed out after 0.2s"):
         run_all(dag)

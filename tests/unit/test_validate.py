@@ -68,3 +68,24 @@ def test_task_worker_config_is_checked_once(tmp_path: Path) -> None:
     assert len(task_lines) == 1
     assert "kube_limits_cpu" in task_lines[0]
     assert task_lines[0].startswith(f"{tmp_path}/manual/c.yaml: ")
+
+
+def test_a_task_kube_problem_is_reported_once_against_the_task_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "workflow.yaml").write_text(
+        "description: d\nworker_config: {kube_image: img}\n"
+    )
+    (tmp_path / "d" / "a.yaml").write_text("worker_config: {kube_namespace: Bad_NS}\n")
+    report = validate_registry(dags.register_directory(tmp_path), manager="kubernetes", now=NOW)
+    assert report.problems == [
+        f"{tmp_path / 'd' / 'a.yaml'}: worker_config of task 'a.yaml': kube_namespace must be "
+        "a namespace name (lowercase letters, digits and '-', at most 63)"
+    ]
+
+
+def test_a_registry_kube_problem_is_not_blamed_on_workflow_yaml(tmp_path: Path) -> None:
+    registry = project(tmp_path)
+    registry.worker_config = {"kube_image": "img", "kube_in_cluster": "yes"}
+    problems = validate_registry(registry, manager="kubernetes", now=NOW).problems
+    assert any("kube_in_cluster" in p for p in problems)
+    assert not any("workflow.yaml" in p and "kube_in_cluster" in p for p in problems)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from workflows_tick.managers.base import (
     Launch,
+    ManagerSettings,
     Outcome,
     PollResult,
     RunningTaskRun,
     TaskManager,
 )
 
-__all__ = ["Launch", "Outcome", "PollResult", "RunningTaskRun", "TaskManager"]
+__all__ = ["Launch", "ManagerSettings", "Outcome", "PollResult", "RunningTaskRun", "TaskManager"]

@@ -10,7 +10,9 @@ The tick pass owns the database; a manager only executes. Each pass the tick
 3. calls :meth:`TaskManager.start` for each claim. A :class:`~workflows_tick.errors.LaunchError`
    (or any exception) marks that attempt failed, so it is retried.
 
-Subclass it to run tasks elsewhere; see ``docs/managers.md`` for an example.
+Subclass it to run tasks elsewhere, and name the subclass on the command line
+(``workflows CONFIG schedule package.module:ClassName``): the scheduler builds it
+with :meth:`TaskManager.create`. See ``docs/managers.md`` for examples.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from workflows_tick.model import Dag, Task
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import DagRegistry
 
 
 @dataclass(frozen=True)
@@ -78,12 +83,32 @@ class PollResult:
     """Task runs seen still running: their lease is renewed."""
 
 
+@dataclass(frozen=True)
+class ManagerSettings:
+    """What the ``schedule`` command's options say to the manager it builds."""
+
+    concurrency: int
+    """``--concurrency``: attempts one scheduler process runs at once."""
+    max_running: int
+    """``--max-running``: attempts in flight across every scheduler."""
+
+
 class TaskManager(ABC):
     """Executes claimed task runs and reports how they end."""
 
     name: ClassVar[str]
+    """Stored on each task run it starts: a scheduler polls only the rows of its manager's name."""
     global_limit: int | None = None
     """A cap on running task runs of this manager across every scheduler, or None."""
+    needs_database_url: ClassVar[bool] = False
+    """True when attempts run on other machines, which cannot reach an embedded
+    PostgreSQL: the scheduler then refuses to start without a database URL."""
+
+    @classmethod
+    def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
+        """The manager ``workflows CONFIG schedule`` runs. The default calls ``cls()``;
+        override it to use the registry (its ``worker_config``) or the settings."""
+        return cls()
 
     @abstractmethod
     def capacity(self) -> int:

@@ -26,12 +26,22 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 
 from workflows_tick.errors import LaunchError
 from workflows_tick.lifeline import SCHEDULER_PID
-from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
+from workflows_tick.managers.base import (
+    Launch,
+    ManagerSettings,
+    Outcome,
+    PollResult,
+    RunningTaskRun,
+    TaskManager,
+)
 from workflows_tick.options import DEFAULT_CONCURRENCY
+
+if TYPE_CHECKING:
+    from workflows_tick.dags import DagRegistry
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +121,11 @@ class WorkerTaskManager(TaskManager):
         # and only right before it scans the children, so no exit is ever missed.
         self._exited = threading.Event()
         self._host = f"{socket.gethostname()}:{os.getpid()}"
+
+    @classmethod
+    def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
+        """``concurrency`` from ``--concurrency``; a subclass with other arguments overrides this."""
+        return cls(concurrency=settings.concurrency)
 
     # -- the TaskManager contract -------------------------------------------------
 

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 import tenacity
 
@@ -33,6 +33,7 @@ from workflows_tick.errors import (
 from workflows_tick.logs import redact, register_secret
 from workflows_tick.managers.base import (
     Launch,
+    ManagerSettings,
     Outcome,
     PollResult,
     RunningTaskRun,
@@ -82,6 +83,7 @@ class KubernetesTaskManager(TaskManager):
     """Runs each attempt as a pod; see ``docs/kubernetes.md``."""
 
     name: ClassVar[str] = "kubernetes"
+    needs_database_url: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -106,6 +108,11 @@ class KubernetesTaskManager(TaskManager):
         """Namespaces holding pods this process created or last saw: listed until empty."""
         self._configured: tuple[int, frozenset[str]] | None = None
         _register_env_secrets(registry.worker_config.get("kube_env"))
+
+    @classmethod
+    def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
+        """``max_running`` from ``--max-running``; the cluster is reached on first use."""
+        return cls(registry, max_running=settings.max_running)
 
     @property
     def backend(self) -> KubeBackend:
