@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -192,3 +193,48 @@ def processes_matching(text: str) -> list[int]:
         if info is not None and info[1] != "Z" and text in cmdline:
             found.append(int(proc.name))
     return found
+
+
+# --- the web page ---------------------------------------------------------------------------
+
+
+def start_ui(
+    config: str, env: dict[str, str], *args: str, timeout: float = 60
+) -> tuple[subprocess.Popen[str], str]:
+    """Start the real ``workflows CONFIG ui --port 0 ...``; the process and its base URL.
+
+    Its log (one line per request) goes to a temporary file, never to a pipe that
+    could fill up; :func:`stop_ui` returns it.
+    """
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed by stop_ui
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workflows_tick", config, "ui", "--port", "0", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    proc.log = log  # type: ignore[attr-defined]
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # "serving http://127.0.0.1:PORT/ (...)", or EOF on failure
+    if not line.startswith("serving "):
+        stop_ui(proc, timeout)
+        log.seek(0)
+        raise AssertionError(f"ui did not start: {line!r} {log.read()[-2000:]}")
+    return proc, line.split()[1].rstrip("/")
+
+
+def stop_ui(proc: subprocess.Popen[str], timeout: float = 30) -> str:
+    """SIGTERM the ``ui`` process, wait for it; its log."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    log = proc.log  # type: ignore[attr-defined]
+    log.seek(0)
+    text = str(log.read())
+    log.close()
+    return text

@@ -21,6 +21,7 @@ from workflows_tick.options import (
     DEFAULT_RELOAD_SECONDS,
     SchedulerOptions,
 )
+from workflows_tick.ui import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -289,6 +290,49 @@ def migrate(obj: Context) -> None:
     with connect(purpose="migrate") as db:
         upgrade(db.engine)
     click.echo("database is up to date")
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default=DEFAULT_HOST,
+    show_default=True,
+    envvar="WORKFLOWS_UI_HOST",
+    help="Address to listen on; any but loopback needs WORKFLOWS_UI_TOKEN or --insecure.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="WORKFLOWS_UI_PORT",
+    help="Port to listen on (0: any free port, printed at start).",
+)
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Show the trigger, cancel, rerun and pause buttons (else every POST is refused).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve a non-loopback address without a token (anyone who reaches it can read).",
+)
+@pass_ctx
+def ui(obj: Context, host: str, port: int, allow_actions: bool, insecure: bool) -> None:
+    """Serve the web page: DAGs, run grid and graph, logs, failures; JSON under /api/.
+
+    Read-only unless --allow-actions. Set WORKFLOWS_UI_TOKEN to require a token
+    (a bearer header, or the login form's cookie) on every request.
+    """
+    import os
+
+    from workflows_tick.ui.security import TOKEN_VARIABLE, check_exposure
+    from workflows_tick.ui.serve import serve
+
+    # Before loading the DAGs or the database: a refusal is instant.
+    check_exposure(host, os.environ.get(TOKEN_VARIABLE, "").strip() or None, insecure)
+    serve(obj.registry, host=host, port=port, allow_actions=allow_actions, insecure=insecure)
 
 
 def _known_dag(registry: DagRegistry, name: str) -> str:

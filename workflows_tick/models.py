@@ -95,6 +95,7 @@ class TaskRun(Base):
             "ix_task_run_waiting", "not_before", "id", postgresql_where=text("status = 'waiting'")
         ),
         Index("ix_task_run_running", "manager", postgresql_where=text("status = 'running'")),
+        Index("ix_task_run_failed", "ended_at", "id", postgresql_where=text("status = 'failed'")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

@@ -503,3 +503,92 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
             {"names": list(dag_names)},
         ).scalar_one()
     )
+
+
+# --- web page (read-only) -----------------------------------------------------------
+# The reads of ``workflows CONFIG ui``. Each page issues a fixed number of these,
+# whatever the number of DAGs, runs or task runs.
+
+
+@dataclass(frozen=True)
+class FailedTaskRun:
+    task_run: TaskRunRow
+    dag_name: str
+
+
+@dataclass(frozen=True)
+class RecentRuns:
+    """The newest runs of one DAG, newest first, as the DAG list shows them: parallel
+    lists (the list draws thousands of runs), creation times as ISO 8601 UTC text."""
+
+    dag_name: str
+    ids: list[int]
+    statuses: list[str]
+    triggers: list[str]
+    created: list[str]
+    last_created_at: datetime | None
+    last_ended_at: datetime | None
+
+
+def latest_runs_per_dag(
+    conn: Connection, dag_names: Sequence[str], per_dag: int
+) -> dict[str, RecentRuns]:
+    """The ``per_dag`` newest runs of each DAG (one index scan per DAG, one row per DAG)."""
+    found = {name: RecentRuns(name, [], [], [], [], None, None) for name in dag_names}
+    if not dag_names or per_dag <= 0:
+        return found
+    rows = conn.execute(
+        text(
+            "SELECT d.name, r.* FROM unnest(CAST(:names AS text[])) AS d(name) "
+            "CROSS JOIN LATERAL (SELECT array_agg(id ORDER BY id DESC) AS ids, "
+            "array_agg(status ORDER BY id DESC) AS statuses, "
+            "array_agg(trigger ORDER BY id DESC) AS triggers, "
+            "array_agg(to_char(created_at AT TIME ZONE 'UTC', "
+            """'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"') ORDER BY id DESC) AS created, """
+            "max(created_at) AS last_created_at, "
+            "(array_agg(ended_at ORDER BY id DESC))[1] AS last_ended_at FROM ("
+            "SELECT id, status, trigger, created_at, ended_at FROM dag_run "
+            "WHERE dag_name = d.name ORDER BY id DESC LIMIT :per_dag) AS newest) AS r "
+            "WHERE r.ids IS NOT NULL"
+        ),
+        {"names": list(dag_names), "per_dag": per_dag},
+    )
+    for r in rows:
+        found[r.name] = RecentRuns(
+            r.name, r.ids, r.statuses, r.triggers, r.created, r.last_created_at, r.last_ended_at
+        )
+    return found
+
+
+def dag_run_by_id(conn: Connection, run_id: int) -> DagRunRow | None:
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id"), {"id": run_id}
+    ).one_or_none()
+    return None if row is None else _run_row(row)
+
+
+def task_run_attempts(conn: Connection, task_run_id: int) -> list[tuple[TaskRunRow, str | None]]:
+    """Every attempt of the task of ``task_run_id`` in its run, with its stored output."""
+    rows = conn.execute(
+        text(
+            f"SELECT {_TASK_COLUMNS}, output_tail FROM task_run WHERE (dag_run_id, task_name) = "
+            "(SELECT dag_run_id, task_name FROM task_run WHERE id = :id) ORDER BY attempt"
+        ),
+        {"id": task_run_id},
+    )
+    return [(_task_row(r), r.output_tail) for r in rows]
+
+
+def latest_failures(conn: Connection, limit: int) -> list[FailedTaskRun]:
+    """The newest failed task runs across DAGs (by end time), newest first."""
+    rows = conn.execute(
+        text(
+            "SELECT t.id, t.dag_run_id, t.task_name, t.attempt, t.status, t.manager, "
+            "t.created_at, t.started_at, t.ended_at, t.host, t.exit_code, t.error, r.dag_name "
+            "FROM (SELECT * FROM task_run WHERE status = 'failed' "
+            "ORDER BY ended_at DESC, id DESC LIMIT :limit) AS t "
+            "JOIN dag_run r ON r.id = t.dag_run_id ORDER BY t.ended_at DESC, t.id DESC"
+        ),
+        {"limit": limit},
+    )
+    return [FailedTaskRun(_task_row(r), r.dag_name) for r in rows]

@@ -176,3 +176,34 @@ def test_the_task_pod_is_valid(project: Callable[..., DagRegistry]) -> None:
     assert container["command"] == ["secrets-init", "--provider=google"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_ui_overlay_is_valid_and_requires_its_token() -> None:
+    documents = render(K8S / "ui")
+    assert sorted(d["kind"] for d in documents) == ["Deployment", "Service"]
+    for document in documents:
+        assert document["metadata"]["namespace"] == "workflows"
+        validate(document)
+    deployment = next(d for d in documents if d["kind"] == "Deployment")
+    service = next(d for d in documents if d["kind"] == "Service")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WORKFLOWS_UI_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "workflows-ui",
+        "key": "token",
+    }
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "workflows-database"
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The command parses, and binds beyond loopback (which only a token allows).
+    argv = [*container["command"], *container["args"]]
+    config, command, *rest = argv[1:]
+    group = cli.make_context("workflows", [config, command])
+    sub = cli.get_command(group, command)
+    assert sub is not None
+    params = sub.make_context(command, list(rest), parent=group).params
+    assert (params["host"], params["port"], params["insecure"]) == ("0.0.0.0", 8080, False)
