@@ -41,6 +41,9 @@ from sqlalchemy.engine import make_url
 
 from workflows_tick import database
 
+# A user project with its own pytest.ini: its tests run in a subprocess of the suite.
+collect_ignore = ["dag_workflows_project"]
+
 URL_VARIABLES = ("WORKFLOWS_DATABASE_URL", "DATABASE_URL")
 TEST_SERVER_VARIABLE = "WORKFLOWS_TEST_DATABASE_URL"
 POSTGRES_IMAGE = "postgres:16-alpine"

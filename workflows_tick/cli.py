@@ -56,17 +56,24 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="workflows")
 @click.option(
-    "--log-json", is_flag=True, envvar="WORKFLOWS_LOG_JSON", help="Log one JSON object per line."
+    "--log-json/--log-text",
+    default=False,
+    envvar=["WORKFLOWS_LOG_JSON", "LOG_JSON"],
+    help="Log one JSON object per line, or plain text (the default).",
 )
 @click.option("-v", "--verbose", count=True, help="Debug logging.")
+@click.option("--quiet", is_flag=True, help="Log only warnings and errors.")
 @click.argument("config")
 @click.pass_context
-def cli(ctx: click.Context, config: str, log_json: bool, verbose: int) -> None:
+def cli(ctx: click.Context, config: str, log_json: bool, verbose: int, quiet: bool) -> None:
     """Run DAGs of tasks on cron schedules, backed by PostgreSQL.
 
     CONFIG is a path to a .py file, or an importable module path, exposing DAGS.
     """
     from workflows_tick.logs import setup_logging
+
+    if quiet:
+        verbose = -1
 
     setup_logging(json_lines=log_json, verbose=verbose)
     ctx.obj = Context(config)
@@ -95,7 +102,9 @@ def run(obj: Context, dag: str, only: str | None, begin: str | None, end: str | 
     if only is not None and (begin is not None or end is not None):
         raise UsageError("-o cannot be combined with -b or -e")
     loaded = obj.registry.get(_known_dag(obj.registry, dag))
-    run_tasks(loaded, loaded.select(only=only, begin=begin, end=end), os.environ)
+    run_tasks(
+        loaded, loaded.select(only=only, begin=begin, end=end), os.environ, obj.registry.hooks
+    )
 
 
 @cli.command()

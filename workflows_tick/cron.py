@@ -16,6 +16,22 @@ from cronsim import CronSim, CronSimError
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
+NICKNAMES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+"""The ``@`` forms cron (and dag-workflows' croniter) accept, as the 5 fields they mean."""
+
+
+def expand_nickname(expr: str) -> str | None:
+    """The 5 fields an ``@`` nickname such as ``@daily`` stands for; None if unknown."""
+    return NICKNAMES.get(expr.strip().lower())
+
 
 def check_schedule(expr: str) -> str | None:
     """What is wrong with ``expr`` as a standard 5-field cron expression, or None."""

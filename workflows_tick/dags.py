@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workflows_tick.errors import DagLoadError, UnknownDagError
+from workflows_tick.errors import DagLoadError, UnknownDagError, UsageError
 from workflows_tick.hooks import Hook
 from workflows_tick.loader import WORKFLOW_FILE, is_task_file, load_dag
 from workflows_tick.model import Dag, ExternalInput, Task, merge_worker_config
@@ -22,21 +23,23 @@ __all__ = ["DagRegistry", "register_directory"]
 
 
 class DagRegistry:
-    """The DAGs of one project folder, loaded lazily by name.
+    """The DAGs of one project folder (or several, with :meth:`update`), loaded lazily.
 
     A DAG that fails to load is kept as its :class:`DagLoadError`: other DAGs still
-    load and run, and using the broken one raises the error.
+    load and run, and using the broken one raises the error. Iterating the registry
+    yields the DAGs that load, as in dag-workflows; :meth:`names` lists them all.
     """
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        """The first folder registered (messages name it)."""
+        self.roots = [root]
         self.worker_config: dict[str, Any] = {}
         self.hooks: list[Hook] = []
         """Called on events (see :mod:`workflows_tick.hooks`), in registration order."""
         self.scanned_at = datetime.now(UTC)
-        """When the folder was last listed (taken just before listing it)."""
-        self._names = _scan(root)
-        self._known = frozenset(self._names)
+        """When the folders were last listed (taken just before listing them)."""
+        self._folders = _scan_all(self.roots)
         self._read: dict[str, Dag | DagLoadError] = {}
         """Each folder as the loader read it, before cross-DAG inputs are checked."""
         self._loaded: dict[str, Dag | DagLoadError] = {}
@@ -44,20 +47,39 @@ class DagRegistry:
         """Incremented by every :meth:`reload`, for caches derived from the DAGs."""
 
     def names(self) -> list[str]:
-        return list(self._names)
+        return list(self._folders)
+
+    def folder(self, name: str) -> Path:
+        """The folder of DAG ``name`` (the first one, if two folders claim the name)."""
+        if name not in self._folders:
+            raise UnknownDagError(name, self._folders)
+        return self._folders[name][0]
 
     def register_hook(self, hook: Hook) -> None:
         """Call ``hook(event, **kwargs)`` on every event (dag-workflows' API)."""
         self.hooks.append(hook)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._known
+    def update(self, other: DagRegistry) -> None:
+        """Add the DAGs of ``other`` (dag-workflows' API). Its ``worker_config`` and
+        hooks are not taken: this registry's apply to every DAG it holds."""
+        clash = sorted(set(self._folders) & set(other._folders))
+        if clash:
+            raise UsageError(
+                f"DAGS.update: DAG {clash[0]!r} is in both {self.folder(clash[0])} "
+                f"and {other.folder(clash[0])}"
+            )
+        self.roots += [r for r in other.roots if r not in self.roots]
+        self._folders = _scan_all(self.roots)
+        self.generation += 1
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+    def __contains__(self, name: object) -> bool:
+        return name in self._folders
+
+    def __iter__(self) -> Iterator[Dag]:
+        return iter(self.dags())
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._folders)
 
     def get(self, name: str) -> Dag:
         """The DAG named ``name``; raises its load error if it is broken."""
@@ -70,8 +92,8 @@ class DagRegistry:
 
     def load(self, name: str) -> Dag | DagLoadError:
         """The DAG or the error that stops it from loading."""
-        if name not in self._known:
-            raise UnknownDagError(name, self._names)
+        if name not in self._folders:
+            raise UnknownDagError(name, self._folders)
         if name not in self._loaded:
             result = self._read_folder(name)
             if isinstance(result, Dag):
@@ -84,10 +106,17 @@ class DagRegistry:
 
     def _read_folder(self, name: str) -> Dag | DagLoadError:
         if name not in self._read:
-            try:
-                self._read[name] = load_dag(self.root / name, name)
-            except DagLoadError as exc:
-                self._read[name] = exc
+            folders = self._folders[name]
+            if len(folders) > 1:
+                others = ", ".join(str(f) for f in folders[1:])
+                self._read[name] = DagLoadError(
+                    str(folders[0]), f"DAG name {name!r} is also used by {others}"
+                )
+            else:
+                try:
+                    self._read[name] = replace(load_dag(folders[0], name), registry=self)
+                except DagLoadError as exc:
+                    self._read[name] = exc
         return self._read[name]
 
     def _check_external_inputs(self, dag: Dag) -> None:
@@ -105,8 +134,8 @@ class DagRegistry:
     def _external_input_problem(self, name: str, ref: ExternalInput) -> str | None:
         if ref.dag == name:
             return f"names this DAG; write just {ref.task!r}"
-        if ref.dag not in self._known:
-            others = [n for n in self._names if n != name]
+        if ref.dag not in self._folders:
+            others = [n for n in self._folders if n != name]
             known = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "") or "none"
             return f"no DAG {ref.dag!r} (other DAGs: {known})"
         other = self._read_folder(ref.dag)
@@ -117,12 +146,12 @@ class DagRegistry:
             return f"DAG {ref.dag!r} has no task {ref.task!r}; its tasks: {tasks}"
         # The other DAG is broken: its own load reports why. Here, check only that
         # the task file is there, so this DAG does not fail for the other's mistake.
-        if "/" in ref.task or not is_task_file(self.root / ref.dag / ref.task):
+        if "/" in ref.task or not is_task_file(self.folder(ref.dag) / ref.task):
             return f"DAG {ref.dag!r} has no task {ref.task!r}"
         return None
 
     def load_all(self) -> dict[str, Dag | DagLoadError]:
-        return {name: self.load(name) for name in self._names}
+        return {name: self.load(name) for name in self._folders}
 
     def dags(self) -> list[Dag]:
         """Every DAG that loads; broken ones are left out (see :meth:`errors`)."""
@@ -142,29 +171,38 @@ class DagRegistry:
         )
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
-        """A cheap summary of the folder (each DAG folder's newest mtime and file
+        """A cheap summary of the folders (each DAG folder's newest mtime and file
         count): it changes when a DAG is added, removed or edited."""
         summary = []
-        for name in _scan(self.root):
-            newest, count = 0, 0
-            try:
-                with os.scandir(self.root / name) as entries:
-                    for entry in entries:
-                        count += 1
-                        newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
-            except OSError:
-                pass
-            summary.append((name, newest, count))
+        for name, folders in _scan_all(self.roots).items():
+            for folder in folders:
+                newest, count = 0, 0
+                try:
+                    with os.scandir(folder) as entries:
+                        for entry in entries:
+                            count += 1
+                            newest = max(newest, entry.stat(follow_symlinks=False).st_mtime_ns)
+                except OSError:
+                    pass
+                summary.append((name, newest, count))
         return tuple(summary)
 
     def reload(self) -> None:
-        """Forget what was loaded and scan the folder again."""
+        """Forget what was loaded and scan the folders again."""
         self.scanned_at = datetime.now(UTC)
-        self._names = _scan(self.root)
-        self._known = frozenset(self._names)
+        self._folders = _scan_all(self.roots)
         self._read.clear()
         self._loaded.clear()
         self.generation += 1
+
+
+def _scan_all(roots: list[Path]) -> dict[str, list[Path]]:
+    """Each DAG name, in name order, with the folder(s) holding it."""
+    found: dict[str, list[Path]] = {}
+    for root in roots:
+        for name in _scan(root):
+            found.setdefault(name, []).append(root / name)
+    return dict(sorted(found.items()))
 
 
 def _scan(root: Path) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 _SELECTORS = {
@@ -23,15 +24,46 @@ _SELECTORS = {
 }
 
 
-def parse_run(argv: list[str]) -> tuple[str, int, bool, str, dict[str, str]] | None:
-    """``(config, verbose, log_json, dag, selection)`` for a plain ``run``, else None."""
-    verbose, log_json, i = 0, False, 0
-    while i < len(argv) and argv[i] in ("-v", "--verbose", "--log-json"):
-        if argv[i] == "--log-json":
-            log_json = True
+LOG_JSON_VARIABLES = ("WORKFLOWS_LOG_JSON", "LOG_JSON")
+"""Environment variables that turn on ``--log-json`` (``LOG_JSON`` is dag-workflows')."""
+_TRUE = ("1", "true", "t", "yes", "y", "on")
+_FALSE = ("", "0", "false", "f", "no", "n", "off")
+
+
+def env_log_json(environ: Mapping[str, str]) -> bool | None:
+    """The log format the environment asks for; None when a value is not a boolean
+    (click then reports it)."""
+    for name in LOG_JSON_VARIABLES:
+        value = environ.get(name)
+        if value is None:
+            continue
+        value = value.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        return None
+    return False
+
+
+def parse_run(
+    argv: list[str], log_json: bool = False
+) -> tuple[str, int, bool, str, dict[str, str]] | None:
+    """``(config, verbose, log_json, dag, selection)`` for a plain ``run``, else None.
+
+    ``verbose`` is -1 for ``--quiet``; ``log_json`` is the default for the format.
+    """
+    verbose, quiet, i = 0, False, 0
+    while i < len(argv) and argv[i] in ("-v", "--verbose", "--quiet", "--log-json", "--log-text"):
+        if argv[i] in ("--log-json", "--log-text"):
+            log_json = argv[i] == "--log-json"
+        elif argv[i] == "--quiet":
+            quiet = True
         else:
             verbose += 1
         i += 1
+    if quiet:
+        verbose = -1
     rest = argv[i:]
     if len(rest) < 3 or rest[1] != "run" or rest[0].startswith("-") or rest[2].startswith("-"):
         return None
@@ -52,8 +84,9 @@ def parse_run(argv: list[str]) -> tuple[str, int, bool, str, dict[str, str]] | N
 
 def main(argv: list[str] | None = None) -> Any:
     args = sys.argv[1:] if argv is None else argv
-    if "WORKFLOWS_LOG_JSON" not in os.environ:
-        parsed = parse_run(args)
+    log_json = env_log_json(os.environ)
+    if log_json is not None:
+        parsed = parse_run(args, log_json)
         if parsed is not None:
             return _run(*parsed)
     from workflows_tick.cli import main as click_main
@@ -75,7 +108,7 @@ def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[st
         if dag not in registry:
             raise UnknownDagError(dag, registry.names())
         loaded = registry.get(dag)
-        run_tasks(loaded, loaded.select(**selection), os.environ)
+        run_tasks(loaded, loaded.select(**selection), os.environ, registry.hooks)
     except WorkflowsError as exc:
         from workflows_tick.logs import redact
 

@@ -32,8 +32,9 @@ class ConfigError(UsageError):
     """The config module cannot be found, imported, or has no ``DAGS``."""
 
 
-class UnknownDagError(UsageError):
-    """A DAG name that the registry does not hold."""
+class UnknownDagError(UsageError, KeyError):
+    """A DAG name that the registry does not hold (a KeyError too, as ``DAGS[name]``
+    raises in dag-workflows)."""
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         names = ", ".join(sorted(known)) or "none"
@@ -41,8 +42,9 @@ class UnknownDagError(UsageError):
         self.name = name
 
 
-class UnknownTaskError(UsageError):
-    """A task name that the DAG does not hold."""
+class UnknownTaskError(UsageError, KeyError):
+    """A task name that the DAG does not hold (a KeyError too, as ``dag.get_task``
+    raises in dag-workflows)."""
 
     def __init__(self, dag: str, name: str, known: Iterable[str]) -> None:
         names = ", ".join(sorted(known)) or "none"

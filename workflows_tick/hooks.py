@@ -9,12 +9,20 @@ hook written for dag-workflows runs unchanged.
 from __future__ import annotations
 
 import enum
-import json
-import urllib.request
-from collections.abc import Callable
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["DEFAULT_HOOK_TIMEOUT_SECONDS", "Event", "Hook", "make_slack_notification_hook"]
+__all__ = [
+    "DEFAULT_HOOK_TIMEOUT_SECONDS",
+    "Event",
+    "Hook",
+    "call_hooks",
+    "make_slack_notification_hook",
+]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_HOOK_TIMEOUT_SECONDS = 10.0
 
@@ -32,6 +40,9 @@ class Event(enum.Enum):
 
 Hook = Callable[..., object]
 
+HOOK_ARGUMENTS = ("dag", "task", "dag_run", "task_run", "exception")
+"""The keyword arguments every hook receives (``None`` when they do not fit the event)."""
+
 
 def make_slack_notification_hook(
     webhook_url: str, message_template: str, timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
@@ -47,6 +58,10 @@ def make_slack_notification_hook(
     ) -> None:
         if event is not Event.TASK_FINISH or exception is None or task is None:
             return
+        # Imported here: every `workflows run` imports this module, few post to Slack.
+        import json
+        import urllib.request
+
         text = message_template.format(dag=task.dag.name, task=task.name, exception=exception)
         request = urllib.request.Request(
             webhook_url,
@@ -58,3 +73,38 @@ def make_slack_notification_hook(
             response.read()
 
     return slack_notification_hook
+
+
+def call_hooks(
+    hooks: Sequence[Hook],
+    event: Event,
+    *,
+    timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS,
+    **kwargs: Any,
+) -> None:
+    """Call each hook as ``hook(event, dag=, task=, dag_run=, task_run=, exception=)``.
+
+    A hook that raises is logged and skipped; one still running after ``timeout``
+    seconds is left to finish in the background (a daemon thread), so neither can
+    fail or stall what fired the event.
+    """
+    arguments = {name: kwargs.get(name) for name in HOOK_ARGUMENTS}
+    for hook in hooks:
+        name = getattr(hook, "__name__", repr(hook))
+
+        def call(hook: Hook = hook, name: str = name) -> None:
+            try:
+                hook(event, **arguments)
+            except Exception:
+                log.warning("hook %s failed on %s", name, event.name, exc_info=True)
+
+        thread = threading.Thread(target=call, name=f"hook {name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning(
+                "hook %s still running after %gs on %s; not waiting for it",
+                name,
+                timeout,
+                event.name,
+            )

@@ -21,7 +21,6 @@ from typing import Any, NoReturn
 
 import yaml
 
-from workflows_tick.cron import check_schedule
 from workflows_tick.errors import DagLoadError
 from workflows_tick.model import (
     DEFAULT_RETRIES,
@@ -59,6 +58,7 @@ TASK_KEYS = (
     "retries",
     "retry_delay",
     "timeout",
+    "sql",
 )
 OUTPUT_KEYS = ("type", "name", "columns", "validation_queries")
 COLUMN_KEYS = ("name", "datatype", "nullable")
@@ -84,8 +84,9 @@ def load_dag(folder: Path, name: str) -> Dag:
 def _load(folder: Path, name: str) -> Dag:
     workflow_path = folder / WORKFLOW_FILE
     fields = workflow_from_text(workflow_path, read_text(workflow_path))
-    tasks = {t.name: t for t in _load_tasks(folder)}
-    return Dag(name=name, path=folder, tasks=_check_inputs(name, tasks), **fields)
+    found, skipped = _load_tasks(folder)
+    tasks = _check_inputs(name, {t.name: t for t in found})
+    return Dag(name=name, path=folder, tasks=tasks, skipped=tuple(skipped), **fields)
 
 
 def workflow_from_text(path: Path, text: str) -> dict[str, Any]:
@@ -170,6 +171,10 @@ def parse_yaml(text: str, path: str, first_line: int) -> Any:
         raise DagLoadError(path, f"YAML error: {type(exc).__name__}: {exc}") from None
 
 
+PRIVATE_PREFIX = "_"
+"""Files named ``_x`` are helpers (``_helpers.py``), unless their header declares a type."""
+
+
 def _task_files(folder: Path) -> list[os.DirEntry[str]]:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
@@ -179,30 +184,53 @@ def _task_files(folder: Path) -> list[os.DirEntry[str]]:
 
 
 def is_task_name(name: str) -> bool:
-    """Whether a file of this name in a DAG folder is one of its tasks."""
-    if name.startswith((".", "_")) or name == WORKFLOW_FILE:
+    """Whether a file of this name in a DAG folder may be a task (a ``_`` file is
+    one only when its header declares a type)."""
+    if name.startswith(".") or name in (WORKFLOW_FILE, "__init__.py"):
         return False
     return os.path.splitext(name)[1] in TASK_EXTENSIONS  # noqa: PTH122 - str in, str out
 
 
 def is_task_file(path: Path) -> bool:
-    """Whether ``path`` is a task file of the DAG folder it sits in."""
+    """Whether ``path`` may be a task file of the DAG folder it sits in."""
     return is_task_name(path.name) and path.is_file()
 
 
-def _load_tasks(folder: Path) -> list[Task]:
+def _load_tasks(folder: Path) -> tuple[list[Task], list[str]]:
+    """The folder's tasks, and the ``_`` files skipped as helpers (with the reason)."""
     tasks = []
+    skipped = []
     seen: dict[str, str] = {}
     for entry in _task_files(folder):
+        path = folder / entry.name
+        if entry.name.startswith(PRIVATE_PREFIX) and not _declares_type(path):
+            skipped.append(
+                f"{entry.name}: not a task: the name starts with '_' and the header "
+                "declares no 'type' (a helper file)"
+            )
+            continue
         folded = entry.name.casefold()
         if folded in seen:
             _fail(
-                folder / entry.name,
+                path,
                 f"duplicate task name: {seen[folded]!r} and {entry.name!r} differ only in case",
             )
         seen[folded] = entry.name
-        tasks.append(load_task(folder / entry.name))
-    return tasks
+        tasks.append(load_task(path))
+    return tasks, skipped
+
+
+def _declares_type(path: Path) -> bool:
+    """Whether the file's header is a YAML mapping with a ``type`` key.
+
+    Every dag-workflows task declares its type, so its ``_`` files stay tasks here.
+    """
+    try:
+        header = extract_header(path.suffix, read_text(path), str(path))
+        spec = parse_yaml(header.text, str(path), header.first_line) if header.text else None
+    except (DagLoadError, HeaderError):
+        return False
+    return isinstance(spec, dict) and "type" in spec
 
 
 def load_task(path: Path) -> Task:
@@ -264,12 +292,20 @@ def task_from_spec(
         elif item not in inputs:
             inputs.append(item)
     outputs = _outputs(path, spec.get("outputs"))
-    needs_db = task_type is TaskType.SQL or bool(outputs)
-    if needs_db and DATABASE_URL not in parameters:
-        what = "a sql task" if task_type is TaskType.SQL else "checking outputs"
-        _fail(path, f"{what} needs DATABASE_URL listed in parameters", "key 'parameters'")
+    if "sql" in spec:
+        if task_type is not TaskType.SQL or implied is TaskType.SQL:
+            _fail(path, "only a .yaml task of type 'sql' takes its SQL from this key", "key 'sql'")
+        if not isinstance(spec["sql"], str):
+            _fail(path, f"expected the SQL as a string, got {_kind(spec['sql'])}", "key 'sql'")
+        body = spec["sql"]
+    # As in dag-workflows, SQL runs against DATABASE_URL whether the header lists it
+    # or not; so do output checks.
+    if (task_type is TaskType.SQL or outputs) and DATABASE_URL not in parameters:
+        parameters.insert(0, DATABASE_URL)
     if task_type is TaskType.SQL and not body.strip():
-        _fail(path, "the sql task has no SQL after its header")
+        if implied is TaskType.SQL:
+            _fail(path, "the sql task has no SQL after its header")
+        _fail(path, "a .yaml task of type 'sql' needs its SQL in the key 'sql'", "key 'sql'")
     if task_type is TaskType.PYTHON and not has_run:
         _fail(path, "defines no top-level run(context) function")
     if task_type is TaskType.PYTHON and async_run:
@@ -410,18 +446,27 @@ def _retry_delay(path: Path, spec: Mapping[Any, Any]) -> float | None:
     return _number(path, spec, "retry_delay", minimum=0.0)
 
 
+UNSUPPORTED_TYPES = {
+    "big_query_sql": "BigQuery tasks are not supported",
+}
+
+
 def _task_type(path: Path, spec: Mapping[Any, Any], implied: TaskType) -> TaskType:
     value = spec.get("type")
     if value is None:
         return implied
     if not isinstance(value, str):
         _fail(path, f"expected a string, got {_kind(value)}", "key 'type'")
+    if value in UNSUPPORTED_TYPES:
+        _fail(path, f"{UNSUPPORTED_TYPES[value]} (type {value!r})", "key 'type'")
     try:
         declared = TaskType(value)
     except ValueError:
         known = ", ".join(t.value for t in TaskType)
         _fail(path, f"unknown task type {value[:40]!r}; known types: {known}", "key 'type'")
-    if declared is not implied:
+    # A .yaml file may hold a SQL task, its SQL in the key 'sql' (as in dag-workflows).
+    inline_sql = implied is TaskType.NO_OP and declared is TaskType.SQL
+    if declared is not implied and not inline_sql:
         _fail(
             path,
             f"type {declared.value!r} contradicts the file extension {path.suffix!r} "
@@ -456,24 +501,39 @@ def _schedule(path: Path, value: Any) -> str | None:
     problem = cron_problem(value)
     if problem:
         _fail(path, problem, where)
-    return value.strip()
+    from workflows_tick.cron import expand_nickname
+
+    return expand_nickname(value) or value.strip()
 
 
 def cron_problem(expr: str) -> str | None:
-    """Why ``expr`` is not a usable standard 5-field cron expression, or None."""
+    """Why ``expr`` is not a usable 5-field cron expression or nickname, or None."""
+    from workflows_tick.cron import NICKNAMES
+
     text = expr.strip()
     if text.startswith("@"):
-        return f"{text[:40]!r}: @-forms are not supported; write the 5 fields (e.g. '0 0 * * *')"
+        if text.lower() in NICKNAMES:
+            return None
+        known = ", ".join(NICKNAMES)
+        return f"{text[:40]!r} is not a cron nickname; use 5 fields (e.g. '0 0 * * *') or one of {known}"
     fields = text.split()
     if len(fields) != 5:
         return (
             f"{text[:60]!r} has {len(fields)} fields; expected 5 "
             "(minute hour day-of-month month day-of-week)"
         )
+    from workflows_tick.cron import check_schedule
+
     return check_schedule(text)
 
 
 # --- outputs ------------------------------------------------------------------------
+
+
+UNSUPPORTED_OUTPUTS = {
+    "big_query_table": "BigQuery table outputs are not supported",
+    "django_table": "Django table outputs are not supported: declare a 'table' with its columns",
+}
 
 
 def _outputs(path: Path, value: Any) -> tuple[TableOutput, ...]:
@@ -490,6 +550,8 @@ def _outputs(path: Path, value: Any) -> tuple[TableOutput, ...]:
         for key in item:
             if key not in OUTPUT_KEYS:
                 _fail(path, f"unknown key {str(key)[:60]!r}; allowed: {', '.join(OUTPUT_KEYS)}", at)
+        if item.get("type") in UNSUPPORTED_OUTPUTS:
+            _fail(path, f"{UNSUPPORTED_OUTPUTS[item['type']]} (type {item['type']!r})", at)
         if item.get("type") != "table":
             _fail(path, f"'type' must be 'table', got {_kind(item.get('type'))}", at)
         name = item.get("name")

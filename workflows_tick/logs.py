@@ -53,6 +53,7 @@ class _JsonFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
+            "severity": record.levelname,  # dag-workflows' field, as log collectors read it
             "logger": record.name,
             "message": redact(record.getMessage()),
         }

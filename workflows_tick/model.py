@@ -8,7 +8,7 @@ read into these by :mod:`workflows_tick.loader`, on behalf of the registry in
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,51 @@ class Task:
     timeout: float | None = None
     body: str = ""
     """The SQL of a ``sql`` task or the script of a ``shell`` task."""
+    dag: Dag | None = field(default=None, compare=False, repr=False)
+    """The DAG holding this task, set when the DAG is built (dag-workflows' ``task.dag``)."""
+
+    @property
+    def all_parameters(self) -> tuple[str, ...]:
+        """Every environment variable the task receives (dag-workflows' name for it)."""
+        return self.parameters
+
+
+class TaskTable(Mapping[str, Task]):
+    """A DAG's tasks by name, in topological order.
+
+    Also callable as dag-workflows' ``dag.tasks(inputs_to=None, external=False)``: the
+    task names (those upstream of ``inputs_to`` only, when given), plus the
+    ``dag:task`` names of inputs on other DAGs when ``external`` is true.
+    """
+
+    def __init__(self, tasks: Mapping[str, Task]) -> None:
+        self._tasks = dict(tasks)
+
+    def __getitem__(self, name: str) -> Task:
+        return self._tasks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __repr__(self) -> str:
+        return f"TaskTable({list(self._tasks)!r})"
+
+    def __call__(self, *, inputs_to: str | None = None, external: bool = False) -> list[str]:
+        if inputs_to is None:
+            chosen = list(self._tasks.values())
+        else:
+            parents = {t.name: list(t.inputs) for t in self._tasks.values()}
+            upstream = _closure(inputs_to, parents) - {inputs_to}
+            chosen = [t for t in self._tasks.values() if t.name in upstream]
+        names = [t.name for t in chosen]
+        if external:
+            also = chosen if inputs_to is None else [*chosen, self._tasks[inputs_to]]
+            refs = (f"{ref.dag}:{ref.task}" for t in also for ref in t.external_inputs)
+            names += list(dict.fromkeys(refs))
+        return names
 
 
 @dataclass(frozen=True)
@@ -84,12 +129,30 @@ class Dag:
     retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     worker_config: Mapping[str, Any] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+    """Files of the folder that look like tasks but are not, each with the reason."""
+    registry: Any = field(default=None, compare=False, repr=False)
+    """The :class:`~workflows_tick.dags.DagRegistry` that loaded this DAG
+    (dag-workflows' ``dag.registry``); typed loosely so the model imports no I/O."""
+
+    def __post_init__(self) -> None:
+        table = self.tasks if isinstance(self.tasks, TaskTable) else TaskTable(self.tasks)
+        object.__setattr__(self, "tasks", table)
+        for task in table.values():
+            object.__setattr__(task, "dag", self)
+
+    @property
+    def folder(self) -> str:
+        """The DAG's folder (dag-workflows' name for :attr:`path`)."""
+        return str(self.path)
 
     def task(self, name: str) -> Task:
         try:
             return self.tasks[name]
         except KeyError:
             raise UnknownTaskError(self.name, name, self.tasks) from None
+
+    get_task = task
 
     def max_attempts(self, task: Task) -> int:
         retries = self.retries if task.retries is None else task.retries

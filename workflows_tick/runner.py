@@ -16,13 +16,14 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from workflows_tick.errors import MissingParameterError, TaskFailed
+from workflows_tick.hooks import Event, Hook, call_hooks
 from workflows_tick.logs import redact, register_secret
 from workflows_tick.model import Dag, TableOutput, Task, TaskType
 
@@ -38,12 +39,23 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_REPORTED_ROWS = 5
 MAX_REASON_CHARS = 1000
 
+Connector = Callable[[Dag, Task, Mapping[str, str]], "Connection"]
+"""Opens the connection a task runs on, given its DAG, itself and its parameters."""
 
-def run_tasks(dag: Dag, tasks: list[Task], environ: Mapping[str, str]) -> None:
+
+def run_tasks(
+    dag: Dag,
+    tasks: list[Task],
+    environ: Mapping[str, str],
+    hooks: Sequence[Hook] = (),
+    connect: Connector | None = None,
+) -> None:
     """Run ``tasks`` (already in topological order) one by one; stop at the first failure.
 
     Raises MissingParameterError before anything runs when a task's declared
     parameter is not in ``environ``, and TaskFailed for the first task that fails.
+    ``hooks`` get ``TASK_START`` before each task and ``TASK_FINISH`` after it, with
+    the TaskFailed as ``exception`` when it failed.
     """
     for task in tasks:
         missing = [p for p in task.parameters if p not in environ]
@@ -52,22 +64,32 @@ def run_tasks(dag: Dag, tasks: list[Task], environ: Mapping[str, str]) -> None:
     for task in tasks:
         started = time.monotonic()
         log.info("task %s/%s: starting (%s)", dag.name, task.name, task.type.value)
-        run_task(dag, task, environ)
+        call_hooks(hooks, Event.TASK_START, dag=dag, task=task)
+        try:
+            run_task(dag, task, environ, connect)
+        except Exception as exc:
+            call_hooks(hooks, Event.TASK_FINISH, dag=dag, task=task, exception=exc)
+            raise
+        call_hooks(hooks, Event.TASK_FINISH, dag=dag, task=task)
         log.info("task %s/%s: succeeded in %.3fs", dag.name, task.name, time.monotonic() - started)
 
 
-def run_task(dag: Dag, task: Task, environ: Mapping[str, str]) -> None:
-    """Run one task; raise TaskFailed when it fails."""
+def run_task(
+    dag: Dag, task: Task, environ: Mapping[str, str], connect: Connector | None = None
+) -> None:
+    """Run one task; raise TaskFailed when it fails. ``connect`` opens its database
+    connection (default: psycopg2 to its ``DATABASE_URL``)."""
     params = {name: environ[name] for name in task.parameters if name in environ}
+    connect = connect or _connect
     if task.type is TaskType.NO_OP:
         if task.outputs:
-            _check_outputs_fresh(dag, task, params)
+            _check_outputs_fresh(dag, task, params, connect)
     elif task.type is TaskType.SQL:
-        _run_sql(dag, task, params)
+        _run_sql(dag, task, params, connect)
     elif task.type is TaskType.PYTHON:
-        _run_python(dag, task, params, environ)
+        _run_python(dag, task, params, environ, connect)
     elif task.type is TaskType.SHELL:
-        _run_shell(dag, task, params, environ)
+        _run_shell(dag, task, params, environ, connect)
     else:  # pragma: no cover - the loader refuses other types
         raise TaskFailed(dag.name, task.name, f"unknown task type {task.type!r}")
 
@@ -84,8 +106,8 @@ def task_environment(task: Task, environ: Mapping[str, str]) -> dict[str, str]:
 # --- sql ----------------------------------------------------------------------------
 
 
-def _run_sql(dag: Dag, task: Task, params: Mapping[str, str]) -> None:
-    conn = _connect(dag, task, params)
+def _run_sql(dag: Dag, task: Task, params: Mapping[str, str], connect: Connector) -> None:
+    conn = connect(dag, task, params)
     try:
         with _transaction(dag, task, conn):
             with conn.cursor() as cur:
@@ -103,15 +125,18 @@ class _TaskTimeout(BaseException):
 
 
 def _run_python(
-    dag: Dag, task: Task, params: Mapping[str, str], environ: Mapping[str, str]
+    dag: Dag,
+    task: Task,
+    params: Mapping[str, str],
+    environ: Mapping[str, str],
+    connect: Connector,
 ) -> None:
     import importlib.util
     import uuid
 
     context: dict[str, Any] = dict(params)
-    conn = _connect(dag, task, params) if DATABASE_URL in params else None
-    if conn is not None:
-        context["conn"] = conn
+    conn = connect(dag, task, params) if DATABASE_URL in params else None
+    context["conn"] = conn
     module_name = f"workflows_task_{uuid.uuid4().hex}"
     try:
         try:
@@ -197,7 +222,13 @@ def _describe(exc: BaseException) -> str:
 # --- shell --------------------------------------------------------------------------
 
 
-def _run_shell(dag: Dag, task: Task, params: Mapping[str, str], environ: Mapping[str, str]) -> None:
+def _run_shell(
+    dag: Dag,
+    task: Task,
+    params: Mapping[str, str],
+    environ: Mapping[str, str],
+    connect: Connector,
+) -> None:
     import subprocess
 
     sys.stdout.flush()
@@ -239,7 +270,7 @@ def _run_shell(dag: Dag, task: Task, params: Mapping[str, str], environ: Mapping
     if code != 0:
         raise TaskFailed(dag.name, task.name, f"exit code {code}")
     if task.outputs:
-        _check_outputs_fresh(dag, task, params)
+        _check_outputs_fresh(dag, task, params, connect)
 
 
 def _kill_group(pid: int) -> None:
@@ -318,8 +349,10 @@ def _truncate(text: str, limit: int = MAX_REASON_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _check_outputs_fresh(dag: Dag, task: Task, params: Mapping[str, str]) -> None:
-    conn = _connect(dag, task, params)
+def _check_outputs_fresh(
+    dag: Dag, task: Task, params: Mapping[str, str], connect: Connector
+) -> None:
+    conn = connect(dag, task, params)
     try:
         with _transaction(dag, task, conn):
             check_outputs(dag, task, conn)

@@ -54,6 +54,7 @@ def validate_registry(
     report.summary.append(head)
     for dag in dags:
         report.summary.append(f"  {dag_line(dag, now)}")
+        report.summary += [f"    skipped {line}" for line in dag.skipped]
     return report
 
 

@@ -15,7 +15,14 @@ from workflows_tick.model import Dag
 
 CORPUS = Path(__file__).parent.parent / "broken_dags" / "project"
 
-GOOD = ("good_chain", "good_other", "mutual_a", "mutual_b")
+GOOD = (
+    "good_chain",
+    "good_other",
+    "good_outputs_implied_database_url",
+    "good_sql_implied_database_url",
+    "mutual_a",
+    "mutual_b",
+)
 
 # DAG folder -> (file named in the message, expected substring)
 EXPECTED: dict[str, tuple[str, str]] = {
@@ -26,7 +33,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "yaml_error_task_yaml": ("bad.yaml", "line 2: YAML syntax error"),
     "cron_bad_minute": ("workflow.yaml", "key 'schedule': '61 * * * *' is not a valid cron"),
     "cron_six_fields": ("workflow.yaml", "has 6 fields; expected 5"),
-    "cron_reboot": ("workflow.yaml", "'@reboot': @-forms are not supported"),
+    "cron_reboot": ("workflow.yaml", "'@reboot' is not a cron nickname; use 5 fields"),
     "cron_wrong_type": ("workflow.yaml", "key 'schedule': expected a cron expression string"),
     "timezone_unknown": ("workflow.yaml", "key 'timezone': unknown time zone 'Mars/Olympus_Mons'"),
     "timezone_wrong_type": ("workflow.yaml", "key 'timezone': expected an IANA time zone name"),
@@ -65,7 +72,8 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "py_missing_run": ("a.py", "defines no top-level run(context) function"),
     "py_syntax_error": ("a.py", "line 6: Python syntax error"),
     "py_async_run": ("a.py", "run must be a plain function, not async def"),
-    "sql_without_database_url": ("a.sql", "a sql task needs DATABASE_URL listed in parameters"),
+    "sql_yaml_without_sql": ("a.yaml", "key 'sql': a .yaml task of type 'sql' needs its SQL"),
+    "type_big_query": ("a.sql", "key 'type': BigQuery tasks are not supported"),
     "sql_header_unclosed": ("a.sql", "line 2: the /* header comment is never closed"),
     "sql_empty_body": ("a.sql", "the sql task has no SQL after its header"),
     "sql_header_not_mapping": ("a.sql", "line 1: the header must be a YAML mapping"),
@@ -73,7 +81,6 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "outputs_not_list": ("a.sql", "key 'outputs': expected a list of outputs"),
     "outputs_bad_nullable": ("a.sql", "'nullable' must be true or false"),
     "outputs_unknown_key": ("a.sql", "key 'outputs[0]': unknown key 'checks'"),
-    "outputs_without_database_url": ("a.sh", "checking outputs needs DATABASE_URL"),
     "binary_junk": ("a.sql", "holds NUL bytes"),
     "non_utf8": ("a.yaml", "line 1: is not valid UTF-8"),
     "non_utf8_workflow": ("workflow.yaml", "line 1: is not valid UTF-8"),

@@ -33,7 +33,8 @@ def run(context):
     dag = write_dag(tmp_path, {"t.py": source})
     before = dict(os.environ)
     run_all(dag, {"WANTED": "yes", "SECRET": "no"})
-    assert out.read_text() == repr((["WANTED"], "yes", None))
+    # "conn" is there too, None without DATABASE_URL (as in dag-workflows).
+    assert out.read_text() == repr((["WANTED", "conn"], "yes", None))
     assert dict(os.environ) == before
 
 

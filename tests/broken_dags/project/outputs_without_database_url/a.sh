@@ -1,2 +1,0 @@
-# outputs: [{type: table, name: t}]
-echo hi

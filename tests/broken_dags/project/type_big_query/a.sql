@@ -1,0 +1,4 @@
+/*
+type: big_query_sql
+*/
+SELECT 1;

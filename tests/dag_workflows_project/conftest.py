@@ -1,0 +1,1 @@
+# Puts the project folder on sys.path, so tests can `from config import DAGS`.

@@ -1,0 +1,5 @@
+"""Shared code for the sales tasks."""
+
+
+def describe(total):
+    return f"sales total: {total}"
