@@ -8,6 +8,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workflows_tick.hooks import DEFAULT_HOOK_TIMEOUT_SECONDS
+
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_HOOK_TIMEOUT_SECONDS",
+    "DEFAULT_INTERVAL_SECONDS",
+    "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_RUNNING",
+    "DEFAULT_RELOAD_SECONDS",
+    "SchedulerOptions",
+]
+
+
 DEFAULT_INTERVAL_SECONDS = 5.0
 """The longest sleep between passes."""
 DEFAULT_CONCURRENCY = 1
@@ -31,3 +44,5 @@ class SchedulerOptions:
     max_running: int = DEFAULT_MAX_RUNNING
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
+    metrics_port: int | None = None
