@@ -369,6 +369,10 @@ class Loop:
                     "and they will be retried",
                     len(outcomes),
                 )
+        try:
+            self.ticker.mark_stopped()
+        except Exception:  # the database may be away: the row just ages out
+            log.debug("cannot record the heartbeat's stop", exc_info=True)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:

@@ -11,6 +11,7 @@ launches and poll with the rows the database would hold.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -315,6 +316,18 @@ def test_an_attempt_whose_row_is_no_longer_running_is_stopped(harness: Harness) 
     results = poll_until(harness, list, lambda r: not harness.is_running(launch))
 
     assert all(launch.task_run_id not in r.alive for r in results)
+
+
+def test_an_attempt_of_a_cancelled_run_is_stopped_and_reported_not_succeeded(
+    harness: Harness,
+) -> None:
+    (launch,) = start(harness, "hang")
+    cancelled = dataclasses.replace(row(harness, launch), cancelled=True)
+
+    results = poll_until(harness, lambda: [cancelled], lambda r: bool(r.finished))
+
+    assert not outcome_of(results, launch).succeeded  # the tick records it cancelled
+    assert not harness.is_running(launch)
 
 
 # --- capacity and shutdown --------------------------------------------------------------------

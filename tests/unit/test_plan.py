@@ -256,3 +256,11 @@ def test_a_cursor_with_a_broken_schedule_is_reported_and_left() -> None:
     plan = plan_fires([cursor("bad", at(12), "nonsense"), cursor("d", at(12))], NOW)
     assert list(plan.problems) == ["bad"]
     assert plan.runs == [("d", at(12))]
+
+
+def test_a_paused_dag_s_cursor_moves_on_without_a_run() -> None:
+    paused = Cursor("d", HOURLY, "UTC", at(12), paused=True)
+    plan = plan_fires([paused], NOW)
+    assert plan.runs == []
+    assert plan.skipped == [("d", at(12))]
+    assert plan.advanced == [cursor("d", at(13))]

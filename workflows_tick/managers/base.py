@@ -63,6 +63,8 @@ class RunningTaskRun:
     host: str | None
     started_at: datetime | None
     lease_expires_at: datetime | None
+    cancelled: bool = False
+    """Its run was cancelled: the manager running it must stop it (and report it ended)."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,10 @@ class TaskManager(ABC):
         """Report which of ``running`` finished and which are still alive.
 
         Task runs this manager knows nothing about (another scheduler's
-        subprocesses) are left out of both lists: their lease decides.
+        subprocesses) are left out of both lists: their lease decides. A row
+        marked ``cancelled`` is stopped (its process group killed, its pod
+        deleted) and reported finished once it is gone; the tick records any
+        attempt of a cancelled run that did not succeed as ``cancelled``.
         """
 
     def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:

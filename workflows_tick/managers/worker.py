@@ -53,6 +53,7 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 MAX_ERROR_CHARS = 500
 SHUTDOWN_ERROR = "stopped by scheduler shutdown (SIGTERM)"
 LOST_ERROR = "stopped: its task run is no longer running (its lease expired)"
+CANCELLED_ERROR = "cancelled: its run was cancelled; the attempt was stopped"
 
 CommandFactory = Callable[[Launch], Sequence[str]]
 """Builds the argument list of one attempt (no shell is involved)."""
@@ -232,6 +233,7 @@ class WorkerTaskManager(TaskManager):
         elsewhere; so is a child past its timeout.
         """
         wanted = {row.id for row in running}
+        self._stop_cancelled([row.id for row in running if row.cancelled], time.monotonic())
         self._stop_lost(wanted, time.monotonic())
         self._enforce_timeouts(time.monotonic())
         finished = self._collect()
@@ -322,6 +324,28 @@ class WorkerTaskManager(TaskManager):
         except PermissionError as exc:
             log.warning("cannot send %s to process group %d: %s", signum.name, child.pid, exc)
 
+    def _stop_cancelled(self, task_run_ids: Sequence[int], now: float) -> None:
+        """SIGTERM the process groups of our attempts whose run was cancelled.
+
+        SIGKILL follows after ``kill_grace`` seconds (:meth:`_enforce_timeouts`);
+        one already being stopped (timeout) keeps its SIGKILL time.
+        """
+        for task_run_id in task_run_ids:
+            child = self._children.get(task_run_id)
+            if child is None or child.exited:
+                continue
+            if child.stop_reason != CANCELLED_ERROR:
+                child.stop_reason = CANCELLED_ERROR
+                log.info(
+                    "task %s/%s (task run %d): its run was cancelled; stopping it",
+                    child.launch.dag.name,
+                    child.launch.task.name,
+                    task_run_id,
+                )
+            if child.kill_at is None:
+                self._signal(child, signal.SIGTERM)
+                child.kill_at = now + self.kill_grace
+
     def _stop_lost(self, running: set[int], now: float) -> None:
         """Stop children whose task run the database no longer records as running.
 
@@ -404,9 +428,14 @@ class WorkerTaskManager(TaskManager):
 
     def _outcome(self, child: _Child, returncode: int) -> Outcome:
         tail = self._read_tail(child.log_path)
-        if child.stop_reason is not None:
+        error: str | None
+        if child.stop_reason == CANCELLED_ERROR and returncode == 0:
+            # It finished (or exited cleanly) as the stop arrived: a success stands.
+            succeeded = True
+            error = None
+        elif child.stop_reason is not None:
             succeeded = False
-            error: str | None = child.stop_reason
+            error = child.stop_reason
         elif returncode == 0:
             succeeded = True
             error = None
