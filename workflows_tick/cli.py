@@ -183,6 +183,13 @@ def _paused_names() -> frozenset[str]:
     help="worker: tasks this process runs at once.",
 )
 @click.option(
+    "--fork-server/--no-fork-server",
+    default=True,
+    show_default=True,
+    envvar="WORKFLOWS_FORK_SERVER",
+    help="worker: fork tasks from a warm server, or start a new interpreter for each.",
+)
+@click.option(
     "--max-running",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_RUNNING,
@@ -232,6 +239,7 @@ def schedule(
     until_idle: bool,
     interval: float,
     concurrency: int,
+    fork_server: bool,
     max_running: int,
     lease: float,
     reload_interval: float,
@@ -261,6 +269,7 @@ def schedule(
         until_idle=until_idle,
         interval=interval,
         concurrency=concurrency,
+        fork_server=fork_server,
         max_running=max_running,
         lease_seconds=lease,
         reload_seconds=reload_interval,

@@ -41,6 +41,7 @@ class SchedulerOptions:
     until_idle: bool = False
     interval: float = DEFAULT_INTERVAL_SECONDS
     concurrency: int = DEFAULT_CONCURRENCY
+    fork_server: bool = True
     max_running: int = DEFAULT_MAX_RUNNING
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS

@@ -322,6 +322,27 @@ def insert_manual_run(
     return _run_row(row)
 
 
+# --- waking schedulers --------------------------------------------------------------
+
+WORK_CHANNEL = "workflows_work"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel that wakes sleeping schedulers."""
+
+
+def notify_work(conn: Connection) -> None:
+    """Wake every scheduler sleeping on this database once the transaction commits.
+
+    Call it in the transaction that creates or changes work (a trigger, a rerun...):
+    PostgreSQL delivers the notification on commit and drops it on rollback. A lost
+    notification only costs latency: schedulers still pass every ``--interval``.
+    """
+    conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WORK_CHANNEL})
+
+
+def listen_for_work(conn: Connection) -> None:
+    """Subscribe ``conn`` (in autocommit mode) to :func:`notify_work`'s notifications."""
+    conn.execute(text(f"LISTEN {WORK_CHANNEL}"))
+
+
 # --- advancing runs -----------------------------------------------------------------
 
 
@@ -525,6 +546,15 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
             {"names": list(dag_names)},
         ).scalar_one()
     )
+
+
+def next_retry_at(conn: Connection, now: datetime) -> datetime | None:
+    """The earliest ``not_before`` still ahead of ``now`` among waiting task runs."""
+    value: datetime | None = conn.execute(
+        text("SELECT min(not_before) FROM task_run WHERE status = 'waiting' AND not_before > :now"),
+        {"now": now},
+    ).scalar_one()
+    return value
 
 
 # --- control: cancel ----------------------------------------------------------------
@@ -882,13 +912,16 @@ def run_summaries(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, Run
     return summaries
 
 
-def prune_delivered_events(conn: Connection, before: datetime) -> int:
-    """Delete events delivered or given up before ``before``; how many."""
-    result = conn.execute(
-        text("DELETE FROM event WHERE (delivered_at < :before OR given_up_at < :before)"),
-        {"before": before},
-    )
-    return result.rowcount
+def prune_events(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` events delivered or given up before ``before`` (those of
+    pruned runs among them); how many."""
+    return conn.execute(
+        text(
+            "DELETE FROM event WHERE id IN (SELECT id FROM event "
+            "WHERE COALESCE(delivered_at, given_up_at) < :before LIMIT :limit)"
+        ),
+        {"before": before, "limit": limit},
+    ).rowcount
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -912,9 +945,20 @@ class LastScheduled:
 
 
 @dataclass(frozen=True)
+class SchedulerGauges:
+    id: str
+    host: str
+    manager: str
+    last_pass_at: datetime
+    last_pass_seconds: float
+
+
+@dataclass(frozen=True)
 class Gauges:
     runs: list[RunGroup]
     last_scheduled: list[LastScheduled]
+    paused: list[str]
+    schedulers: list[SchedulerGauges]
     next_fire: dict[str, datetime]
     task_runs_waiting: int
     task_runs_running: int
@@ -974,9 +1018,25 @@ def metric_gauges(conn: Connection) -> Gauges:
         r.dag_name: r.next_fire_at
         for r in conn.execute(text("SELECT dag_name, next_fire_at FROM dag_schedule"))
     }
+    paused = list(
+        conn.execute(
+            text("SELECT dag_name FROM dag_state WHERE paused ORDER BY dag_name")
+        ).scalars()
+    )
+    schedulers = [
+        SchedulerGauges(r.id, r.host, r.manager, r.last_pass_at, float(r.last_pass_seconds))
+        for r in conn.execute(
+            text(
+                "SELECT id, host, manager, last_pass_at, last_pass_seconds "
+                "FROM scheduler_heartbeat WHERE stopped_at IS NULL ORDER BY id"
+            )
+        )
+    ]
     return Gauges(
         runs=runs,
         last_scheduled=last_scheduled,
+        paused=paused,
+        schedulers=schedulers,
         next_fire=next_fire,
         task_runs_waiting=int(row.waiting),
         task_runs_running=int(row.running),

@@ -66,6 +66,15 @@ def _transaction(engine: Engine | None, purpose: str) -> Iterator[Connection]:
         yield conn
 
 
+@contextmanager
+def _changing_work(engine: Engine | None, purpose: str) -> Iterator[Connection]:
+    """:func:`_transaction`, waking every sleeping scheduler on the database when it
+    commits (``NOTIFY``; nothing is sent if the body fails)."""
+    with _transaction(engine, purpose) as conn:
+        yield conn
+        queries.notify_work(conn)
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -106,7 +115,7 @@ def trigger_dag(
     """
     name = dag.name if isinstance(dag, Dag) else dag
     params = check_parameters(parameters or {})
-    with _transaction(engine, "trigger") as conn:
+    with _changing_work(engine, "trigger") as conn:
         return queries.insert_manual_run(conn, name, creator, params, clock())
 
 
@@ -127,7 +136,7 @@ def cancel_run(
     run has already ended (its state is left as it is).
     """
     message = f"cancelled by {by}" + (f": {reason}" if reason else "")
-    with _transaction(engine, "cancel") as conn:
+    with _changing_work(engine, "cancel") as conn:
         run = queries.lock_run(conn, run_id)
         if run is None:
             raise UnknownRunError(run_id)
@@ -158,7 +167,7 @@ def unpause_dag(
     """Let ``dag`` be scheduled again, from its next fire time: the times missed
     while it was paused are not replayed. Returns False if it was not paused."""
     name = dag.name if isinstance(dag, Dag) else dag
-    with _transaction(engine, "unpause") as conn:
+    with _changing_work(engine, "unpause") as conn:
         was_paused = queries.set_paused(conn, name, False, by, clock())
         cursor = queries.lock_cursor(conn, name)
         now = clock()
@@ -256,7 +265,7 @@ def backfill(
         raise UsageError(
             f"{len(times):,} fire times: more than {MAX_BACKFILL_UNCONFIRMED:,} need --yes"
         )
-    with _transaction(engine, "backfill") as conn:
+    with _changing_work(engine, "backfill") as conn:
         created: list[DagRunRow] = []
         if not dry_run:
             created = queries.insert_backfill_runs(conn, dag.name, times, by, now)
@@ -305,7 +314,7 @@ def rerun_run(
     in the history with their output. Refused (:class:`RunStateError`) while the run
     is running or any of its attempts is still being stopped.
     """
-    with _transaction(engine, "rerun") as conn:
+    with _changing_work(engine, "rerun") as conn:
         run = queries.lock_run(conn, run_id)
         if run is None:
             raise UnknownRunError(run_id)
@@ -436,6 +445,9 @@ class Pruned:
         return sum(t for _, t in self.by_dag.values())
 
 
+EVENT_PRUNE_BATCH = 10_000
+
+
 def prune(
     older_than: timedelta,
     *,
@@ -468,6 +480,12 @@ def prune(
                 break
         with db.begin() as conn:
             heartbeats = queries.prune_heartbeats(conn, cutoff)
+        # Events delivered (or given up) before the cutoff, those of the runs just
+        # deleted among them: they have no foreign key to cascade from.
+        while True:
+            with db.begin() as conn:
+                if queries.prune_events(conn, cutoff, EVENT_PRUNE_BATCH) < EVENT_PRUNE_BATCH:
+                    break
     return Pruned(cutoff, dict(sorted(by_dag.items())), heartbeats)
 
 

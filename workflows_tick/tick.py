@@ -244,6 +244,11 @@ class Ticker:
         with self.engine.connect() as conn:
             return queries.has_running_runs(conn, list(self._dags))
 
+    def next_retry_at(self) -> datetime | None:
+        """When the earliest retry waiting out its ``retry_delay`` becomes due, if any."""
+        with self.engine.connect() as conn:
+            return queries.next_retry_at(conn, self.clock())
+
     def _poll(self, conn: Connection) -> Sequence[int]:
         """Ask the manager about its running task runs; the ids still alive."""
         running = queries.running_task_runs(conn, self.manager.name)

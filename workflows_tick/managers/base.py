@@ -93,6 +93,8 @@ class ManagerSettings:
     """``--concurrency``: attempts one scheduler process runs at once."""
     max_running: int
     """``--max-running``: attempts in flight across every scheduler."""
+    fork_server: bool = True
+    """``--fork-server/--no-fork-server``: the worker forks attempts from a warm server."""
 
 
 class TaskManager(ABC):
