@@ -7,6 +7,7 @@ the API's JSON shape (camelCase), as sent and as listed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -78,6 +79,8 @@ class PodOptions:
     image_pull_policy: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     pending_timeout: float = DEFAULT_PENDING_TIMEOUT
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+    """``kube_security_context``, keys in the API's camelCase (see :func:`security_contexts`)."""
 
 
 def _is_str_map(value: Any) -> bool:
@@ -198,6 +201,8 @@ def _check_option(key: str, value: Any) -> str | None:
         if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
             return None
         return "must be a list of secret names"
+    if key == "kube_security_context":
+        return _security_context_problem(value)
     if key == "kube_pending_timeout":
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             return None
@@ -223,6 +228,7 @@ KNOWN_OPTIONS = (
     "kube_image_pull_policy",
     "kube_image_pull_secrets",
     "kube_pending_timeout",
+    "kube_security_context",
 )
 
 
@@ -275,7 +281,131 @@ def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
         image_pull_policy=c.get("kube_image_pull_policy"),
         image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
         pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
+        security_context=camel_keys(c.get("kube_security_context") or {}),
     )
+
+
+# -- security contexts ---------------------------------------------------------------
+
+DEFAULT_POD_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DEFAULT_CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_ONLY_FIELDS = frozenset({"fsGroup", "fsGroupChangePolicy", "supplementalGroups", "sysctls"})
+CONTAINER_ONLY_FIELDS = frozenset(
+    {
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "privileged",
+        "procMount",
+        "readOnlyRootFilesystem",
+    }
+)
+SHARED_FIELDS = frozenset(
+    {
+        "runAsUser",
+        "runAsGroup",
+        "runAsNonRoot",
+        "seLinuxOptions",
+        "seccompProfile",
+        "windowsOptions",
+        "appArmorProfile",
+    }
+)
+_BOOL_FIELDS = ("runAsNonRoot", "allowPrivilegeEscalation", "privileged", "readOnlyRootFilesystem")
+_ID_FIELDS = ("runAsUser", "runAsGroup", "fsGroup")
+_MAPPING_FIELDS = ("seLinuxOptions", "seccompProfile", "windowsOptions", "appArmorProfile")
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping key in camelCase (``run_as_user`` -> ``runAsUser``), as
+    dag-workflows passed the mapping through the Python client, which took either."""
+    if isinstance(value, Mapping):
+        return {
+            re.sub(r"_([a-z])", lambda m: m.group(1).upper(), str(k)): camel_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _security_context_problem(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be a mapping of security context fields (runAsUser, fsGroup, ...)"
+    known = POD_ONLY_FIELDS | CONTAINER_ONLY_FIELDS | SHARED_FIELDS
+    for key, item in camel_keys(value).items():
+        if key not in known:
+            return f"has unknown field {key!r} (known: {', '.join(sorted(known))})"
+        if key in _BOOL_FIELDS and not isinstance(item, bool):
+            return f"{key} must be true or false"
+        if key in _ID_FIELDS and (not isinstance(item, int) or isinstance(item, bool) or item < 0):
+            return f"{key} must be an integer >= 0"
+        if key == "supplementalGroups" and not (
+            isinstance(item, list) and all(isinstance(i, int) and i >= 0 for i in item)
+        ):
+            return "supplementalGroups must be a list of integers >= 0"
+        if key in _MAPPING_FIELDS and not isinstance(item, Mapping):
+            return f"{key} must be a mapping"
+        if key == "capabilities" and not (
+            isinstance(item, Mapping)
+            and set(item) <= {"add", "drop"}
+            and all(
+                isinstance(v, list) and all(isinstance(c, str) for c in v) for v in item.values()
+            )
+        ):
+            return "capabilities must be a mapping with 'add' and/or 'drop' lists of names"
+        if key in ("fsGroupChangePolicy", "procMount") and not isinstance(item, str):
+            return f"{key} must be a string"
+        if key == "sysctls" and not (
+            isinstance(item, list) and all(isinstance(i, Mapping) for i in item)
+        ):
+            return "sysctls must be a list of {name, value} mappings"
+    return None
+
+
+def security_contexts(custom: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod's and the container's security contexts: the hardened defaults, with
+    ``kube_security_context`` on top (each field where Kubernetes takes it; fields
+    valid at both levels go to both, so the container's defaults cannot undo them).
+    ``runAsUser: 0`` alone also lifts the ``runAsNonRoot`` default."""
+    if custom.get("runAsUser") == 0 and "runAsNonRoot" not in custom:
+        custom = {**custom, "runAsNonRoot": False}
+    pod = copy.deepcopy(dict(DEFAULT_POD_SECURITY_CONTEXT))
+    container = copy.deepcopy(dict(DEFAULT_CONTAINER_SECURITY_CONTEXT))
+    for key, value in custom.items():
+        if key in POD_ONLY_FIELDS or key in SHARED_FIELDS:
+            pod[key] = value
+        if key in CONTAINER_ONLY_FIELDS or key in SHARED_FIELDS:
+            container[key] = value
+    return pod, container
+
+
+def security_warning(worker_config: Mapping[str, Any]) -> str | None:
+    """A warning when ``kube_security_context`` lifts the non-root defaults, or None."""
+    custom = worker_config.get("kube_security_context")
+    if not isinstance(custom, Mapping):
+        return None
+    fields = camel_keys(custom)
+    lifted = [
+        text
+        for text, hit in (
+            ("runAsNonRoot: false", fields.get("runAsNonRoot") is False),
+            ("runAsUser: 0", fields.get("runAsUser") == 0),
+            ("privileged: true", fields.get("privileged") is True),
+            ("allowPrivilegeEscalation: true", fields.get("allowPrivilegeEscalation") is True),
+        )
+        if hit
+    ]
+    if not lifted:
+        return None
+    return f"kube_security_context lets task pods run as root or privileged ({', '.join(lifted)})"
 
 
 def merge_task_config(worker_config: Mapping[str, Any], task: Task) -> dict[str, Any]:
@@ -361,17 +491,13 @@ def pod_manifest(
     labels = {**options.labels, **pod_labels(dag.name, task.name, task_run_id, attempt)}
     annotations = {**options.annotations, DAG_ANNOTATION: dag.name, TASK_ANNOTATION: task.name}
     env = {**parameters, **options.env}
+    pod_security, container_security = security_contexts(options.security_context)
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": options.image,
         "args": task_args(config, dag.name, task.name),
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": container_security,
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if options.command:
@@ -391,7 +517,7 @@ def pod_manifest(
         "volumes": [{"name": "tmp", "emptyDir": {}}],
         "enableServiceLinks": False,
         "automountServiceAccountToken": bool(options.service_account_name),
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": pod_security,
     }
     if task.timeout is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(task.timeout))
