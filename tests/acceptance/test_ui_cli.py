@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import socket
+import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import _stop_leftover_server
 from tests.support import start_ui, stop_ui, workflows, write_project
+from workflows_tick import database
 
 SCRIPT = "<script>alert('owned')</script>"
 
@@ -104,3 +109,28 @@ def test_a_port_in_use_is_one_line(project: str, subprocess_env: dict[str, str])
     assert done.stderr.strip().splitlines() == [
         f"workflows: ui: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+@pytest.mark.slow
+def test_without_a_database_url_it_serves_the_embedded_database_and_stops_it(
+    project: str,
+) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="workflows-tick-test-ui-embedded-"))
+    pgdata = folder / database.PGDATA_NAME
+    env = {k: v for k, v in os.environ.items() if k not in database.URL_VARIABLES}
+    env[database.DATA_DIR_VARIABLE] = str(folder)
+    try:
+        assert workflows(project, "trigger", "shouty", env=env).returncode == 0
+        proc, base = start_ui(project, env)
+        try:
+            status, body = get(f"{base}/api/dags")
+            assert status == 200
+            assert json.loads(body)["dags"][0]["last_run"]["status"] == "running"
+            assert (pgdata / "postmaster.pid").exists()
+        finally:
+            stop_ui(proc)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert not (pgdata / "postmaster.pid").exists(), "the embedded server kept running"
+    finally:
+        _stop_leftover_server(pgdata)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -32,7 +32,11 @@ PROJECT = {
         "b.sh": "# inputs: [a.sh]\necho b\n",
         "c.sh": "# inputs: [b.sh]\necho c\n",
     },
-    "solo": {"workflow.yaml": "description: alone\n", "only.sh": "echo only\n"},
+    "solo": {
+        "workflow.yaml": "description: alone\n",
+        "only.sh": "echo only\n",
+        "after_chain.sh": "# inputs: ['chain:c.sh']\necho after\n",
+    },
     "broken": {
         "workflow.yaml": "description: broken\nschedule: [not, a, string]\n",
         "x.sh": "echo\n",
@@ -166,7 +170,12 @@ def test_dag_grid_has_a_cell_per_task_and_run_with_attempt_counts(
     assert [r["id"] for r in data["runs"]] == [second, first]
     rows = {row["task"]: row["cells"] for row in data["grid"]}
     assert list(rows) == ["a.sh", "b.sh", "c.sh"]
-    assert rows["b.sh"][0] == {"task_run_id": ids["b.sh"][2], "status": "failed", "attempts": 3}
+    assert rows["b.sh"][0] == {
+        "task_run_id": ids["b.sh"][2],
+        "status": "failed",
+        "attempts": 3,
+        "seconds": 5.0,
+    }
     assert rows["b.sh"][1] is None and rows["c.sh"] == [None, None]
     # The graph shows the newest run unless another is chosen.
     assert data["graph"]["states"] == {"a.sh": "succeeded", "b.sh": "failed"}
@@ -177,6 +186,14 @@ def test_dag_grid_has_a_cell_per_task_and_run_with_attempt_counts(
     assert f'href="/task-runs/{ids["b.sh"][2]}"' in html
     assert '<svg class="dag-graph"' in html
     assert re.search(r'class="node s-failed" data-task="b.sh"', html)
+
+
+def test_the_graph_shows_inputs_on_other_dags_as_dashed_nodes(client: TestClient) -> None:
+    data = client.get("/api/dags/solo").json()
+    assert data["graph"]["inputs"]["after_chain.sh"] == ["chain:c.sh"]
+    html = client.get("/dags/solo").text
+    assert 'class="node s-none external" data-task="chain:c.sh"' in html
+    assert html.count('<path class="edge"') == 1
 
 
 def test_run_page_shows_every_attempt_and_masks_secret_parameters(

@@ -342,7 +342,17 @@ def _cell(found: tuple[TaskRunRow, int] | None) -> dict[str, Any] | None:
     if found is None:
         return None
     task, attempts = found
-    return {"task_run_id": task.id, "status": task.status.value, "attempts": attempts}
+    took = (
+        (task.ended_at - task.started_at).total_seconds()
+        if task.started_at and task.ended_at
+        else None
+    )
+    return {
+        "task_run_id": task.id,
+        "status": task.status.value,
+        "attempts": attempts,
+        "seconds": took,
+    }
 
 
 # --- one run --------------------------------------------------------------------------
