@@ -1,7 +1,8 @@
 """Shared helpers of the benchmark scripts: a throw-away database, DAG projects, statistics.
 
-Not a benchmark itself. Each script puts the repository root on ``sys.path`` so that
-``tests.support`` (``write_project``, ``InstantManager``) can be imported.
+Not a benchmark itself. Each script puts the repository root on ``sys.path``, so that a
+checkout runs them without installing; the fakes and the DAG project writer come from
+:mod:`workflows_tick.testing`, never from ``tests``.
 """
 
 from __future__ import annotations

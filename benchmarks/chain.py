@@ -41,7 +41,7 @@ from _common import (
     workflows_command,
 )
 
-from tests.support import write_project
+from workflows_tick.testing import write_project
 
 SCHEDULER_TIMEOUT = 120.0
 

@@ -33,8 +33,7 @@ from _common import (
 )
 from sqlalchemy import Engine, event, text
 
-from tests.support import write_project
-from workflows_tick.testing import FakeClock, InstantManager
+from workflows_tick.testing import FakeClock, InstantManager, write_project
 from workflows_tick.tick import Ticker
 
 SIZES = (5, 50, 500)

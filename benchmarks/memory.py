@@ -30,7 +30,7 @@ from _common import (
     workflows_command,
 )
 
-from tests.support import write_project
+from workflows_tick.testing import write_project
 
 TARGET_MB = 150.0
 

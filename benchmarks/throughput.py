@@ -30,8 +30,7 @@ from _common import (
     median,
 )
 
-from tests.support import write_project
-from workflows_tick.testing import InstantManager
+from workflows_tick.testing import InstantManager, write_project
 
 RUN_TIMEOUT = 60.0
 IDLE_SLEEP = 0.002

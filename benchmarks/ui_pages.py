@@ -38,7 +38,7 @@ from _common import (
 )
 from sqlalchemy import Engine, text
 
-from tests.support import write_project
+from workflows_tick.testing import write_project
 
 DAGS = 500
 TASKS = 4

@@ -7,23 +7,52 @@
 - :class:`InMemoryBackend`: the Kubernetes API calls of the kubernetes manager,
   over pods kept in a dict; the test plays the kubelet with :meth:`InMemoryBackend.set_status`.
 
-None of them touches the network, the disk or the database. See ``docs/managers.md``.
+None of them touches the network, the disk or the database. For tests that do:
+
+- :func:`write_project`: DAG folders and a ``config.py`` on disk, registered;
+- :func:`workflows`: the real ``workflows`` command in a subprocess; :func:`query`:
+  one SQL statement on its own connection; :func:`wait_for`: poll a condition;
+- :data:`LEDGER_TASK`: a Python task that records each attempt in a ``ledger``
+  table (:data:`LEDGER_TABLE`), to prove that no attempt ran twice;
+- :func:`descendants`, :func:`still_alive`, :func:`processes_matching`: the
+  processes a scheduler left behind (Linux ``/proc``).
+
+See ``docs/managers.md``.
 """
 
 from __future__ import annotations
 
 import copy
 import fnmatch
+import subprocess
+import sys
+import textwrap
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
+from workflows_tick.dags import DagRegistry, register_directory
 from workflows_tick.errors import KubeApiError, KubeConflict, KubeNotFound, LaunchError
 from workflows_tick.managers.base import Launch, Outcome, PollResult, RunningTaskRun, TaskManager
 from workflows_tick.managers.kubernetes.backend import Pod
 
-__all__ = ["FakeClock", "InMemoryBackend", "InstantManager"]
+__all__ = [
+    "LEDGER_TABLE",
+    "LEDGER_TASK",
+    "FakeClock",
+    "InMemoryBackend",
+    "InstantManager",
+    "descendants",
+    "processes_matching",
+    "query",
+    "still_alive",
+    "wait_for",
+    "workflows",
+    "write_project",
+]
 
 
 class FakeClock:
@@ -217,3 +246,138 @@ class InMemoryBackend:
         with self._lock:
             meta = self.pods[(namespace, name)]["metadata"]
             meta["creationTimestamp"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- DAG projects, the real command, its database and its processes ------------------------
+
+
+def write_project(root: Path, dags: Mapping[str, Mapping[str, str]]) -> DagRegistry:
+    """Write DAG folders (``{dag: {file: text}}``) under ``root`` and register them."""
+    for dag, files in dags.items():
+        folder = root / dag
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            (folder / name).write_text(textwrap.dedent(content))
+    (root / "config.py").write_text(
+        "import os\nfrom workflows_tick import dags\n"
+        "DAGS = dags.register_directory(os.path.dirname(__file__))\n"
+    )
+    return register_directory(root)
+
+
+LEDGER_TABLE = "CREATE TABLE IF NOT EXISTS ledger (task_run_id bigint, attempt int, pid int)"
+
+LEDGER_TASK = '''"""
+parameters: [DATABASE_URL, WORKFLOWS_TASK_RUN_ID, WORKFLOWS_ATTEMPT]
+{extra}
+"""
+import os
+import time
+
+
+def run(context):
+    {body}
+    with context["conn"].cursor() as cur:
+        cur.execute(
+            "INSERT INTO ledger (task_run_id, attempt, pid) VALUES (%s, %s, %s)",
+            (context["WORKFLOWS_TASK_RUN_ID"], context["WORKFLOWS_ATTEMPT"], os.getpid()),
+        )
+'''
+"""A Python task that appends one ledger row per attempt: ``.format(body=..., extra=...)``."""
+
+
+def workflows(
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``workflows`` command (this interpreter's) to completion.
+
+    ``env`` is its whole environment (default: this process's).
+    """
+    return subprocess.run(
+        [sys.executable, "-m", "workflows_tick", *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def query(url: str, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Run one statement on its own connection, committed; its rows (or [])."""
+    import psycopg2
+
+    conn = psycopg2.connect(url, connect_timeout=5)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def wait_for(
+    check: Callable[[], bool], timeout: float = 30, what: str = "condition", step: float = 0.05
+) -> float:
+    """Seconds until ``check()`` held; TimeoutError after ``timeout``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if check():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time in clock ticks) of ``pid``, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live descendant of ``root``: pid -> start time (to tell a reused pid apart)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (info := _stat(int(entry.name))) and info[1] != "Z":
+            children.setdefault(info[0], []).append(int(entry.name))
+            starts[int(entry.name)] = info[2]
+    found: dict[int, int] = {}
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = starts[child]
+                todo.append(child)
+    return found
+
+
+def still_alive(processes: dict[int, int]) -> list[int]:
+    """The pids of ``processes`` (pid -> start time) still running; zombies count as gone."""
+    return [
+        pid
+        for pid, start in processes.items()
+        if (info := _stat(pid)) is not None and info[1] != "Z" and info[2] == start
+    ]
+
+
+def processes_matching(text: str) -> list[int]:
+    """Pids of live processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        info = _stat(int(proc.name))
+        if info is not None and info[1] != "Z" and text in cmdline:
+            found.append(int(proc.name))
+    return found

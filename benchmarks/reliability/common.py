@@ -25,10 +25,10 @@ from typing import Any
 import psycopg2
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # run as `python benchmarks/reliability/<script>.py`
+if str(REPO) not in sys.path:  # a checkout runs `python benchmarks/reliability/<script>.py`
     sys.path.insert(0, str(REPO))
 
-from tests.support import (  # noqa: E402
+from workflows_tick.testing import (  # noqa: E402
     LEDGER_TABLE,
     LEDGER_TASK,
     descendants,
@@ -38,7 +38,7 @@ from tests.support import (  # noqa: E402
     wait_for,
     workflows,
 )
-from tests.support import write_project as _write_project  # noqa: E402
+from workflows_tick.testing import write_project as _write_project  # noqa: E402
 
 __all__ = [
     "LEDGER_TABLE",

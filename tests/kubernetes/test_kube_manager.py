@@ -267,6 +267,14 @@ def test_orphan_pods_are_deleted_after_the_grace(harness: Harness) -> None:
     assert ("default", old) not in harness.backend.pods
 
 
+def test_an_orphan_pod_of_unknown_age_is_deleted_at_once(harness: Harness) -> None:
+    old = harness.launch("etl", "load.yaml", 1)
+    del harness.pod(old)["metadata"]["creationTimestamp"]
+    harness.rows.clear()
+    harness.poll()
+    assert ("default", old) not in harness.backend.pods
+
+
 def test_pod_of_an_older_attempt_is_an_orphan(harness: Harness) -> None:
     first = harness.launch("etl", "load.yaml", 1, attempt=1)
     harness.clock.advance(31)

@@ -203,24 +203,50 @@ class KubernetesTaskManager(TaskManager):
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
         now = self._clock()
-        backend = self.backend
         placement = {row.id: self._placement(row) for row in running}
         namespaces = (
             {ns for ns, _ in placement.values()}
-            | {backend.default_namespace}
+            | {self.backend.default_namespace}
             | self._namespaces_in_use
             | self._configured_namespaces()
         )
+        pods, unlisted = self._list_pods(namespaces)
+        finished: list[Outcome] = []
+        alive: list[int] = []
+        for row in running:
+            namespace, pending_timeout = placement[row.id]
+            found = pods.get((row.id, row.attempt))
+            if found is None:
+                if namespace not in unlisted and self._past_grace(_aware(row.started_at), now):
+                    name = pod_name(row.dag_name, row.task_name, row.id, row.attempt)
+                    error = f"pod {name} vanished (deleted or evicted)"
+                    finished.append(Outcome(row.id, succeeded=False, error=error))
+                continue
+            outcome = self._judge(row, found, now, pending_timeout)
+            if outcome is None:
+                alive.append(row.id)
+            else:
+                finished.append(outcome)
+        expected = {(row.id, row.attempt) for row in running}
+        for key, state in pods.items():
+            # A pod younger than the grace may belong to a row we have not seen yet.
+            if key not in expected and self._past_grace(state.created_at, now):
+                self._delete(state)
+        return PollResult(finished=finished, alive=alive)
 
+    def _list_pods(
+        self, namespaces: set[str]
+    ) -> tuple[dict[tuple[int | None, int | None], PodState], set[str]]:
+        """The managed pods of ``namespaces`` by (task run, attempt), and the namespaces
+        that could not be listed (their rows are left to their lease)."""
         pods: dict[tuple[int | None, int | None], PodState] = {}
         unlisted: set[str] = set()
         for namespace in sorted(namespaces):
             try:
-                items = self._retry(backend.list_pods, namespace, MANAGED_SELECTOR)
+                items = self._retry(self.backend.list_pods, namespace, MANAGED_SELECTOR)
             except KubeForbidden as exc:
                 raise _permission_error("list", "pods", namespace, exc) from None
             except KubeApiError as exc:
-                # Leave this namespace's rows to their lease: neither finished nor alive.
                 log.warning("cannot list pods in namespace %r: %s", namespace, redact(str(exc)))
                 unlisted.add(namespace)
                 continue
@@ -231,38 +257,11 @@ class KubernetesTaskManager(TaskManager):
             for item in items:
                 state = read_pod(item)
                 pods[(state.task_run_id, state.attempt)] = state
+        return pods, unlisted
 
-        finished: list[Outcome] = []
-        alive: list[int] = []
-        expected: set[tuple[int | None, int | None]] = set()
-        for row in running:
-            namespace, pending_timeout = placement[row.id]
-            key = (row.id, row.attempt)
-            expected.add(key)
-            found = pods.get(key)
-            if found is None:
-                if namespace in unlisted:
-                    continue
-                started = _aware(row.started_at)
-                if started is None or (now - started).total_seconds() > self._grace:
-                    name = pod_name(row.dag_name, row.task_name, row.id, row.attempt)
-                    error = f"pod {name} vanished (deleted or evicted)"
-                    finished.append(Outcome(row.id, succeeded=False, error=error))
-                continue
-            outcome = self._judge(row, found, now, pending_timeout)
-            if outcome is None:
-                alive.append(row.id)
-            else:
-                finished.append(outcome)
-
-        for pod_key, state in pods.items():
-            if pod_key in expected:
-                continue
-            created = state.created_at
-            if created is not None and (now - created).total_seconds() <= self._grace:
-                continue  # maybe just created by a replica whose row we have not seen
-            self._delete(state)
-        return PollResult(finished=finished, alive=alive)
+    def _past_grace(self, since: datetime | None, now: datetime) -> bool:
+        """Whether more than the grace has passed since ``since`` (True when it is unknown)."""
+        return since is None or (now - since).total_seconds() > self._grace
 
     def shutdown(self, kill: bool) -> Sequence[Outcome]:
         """Pods keep running: the next scheduler pass (of any replica) reconciles them."""

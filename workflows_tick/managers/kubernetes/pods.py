@@ -11,7 +11,7 @@ import copy
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -136,153 +136,94 @@ def _toleration_problem(toleration: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _check_option(key: str, value: Any) -> str | None:
-    """Why ``value`` is wrong for ``key``, or None."""
-    if key == "kube_in_cluster":
-        return None if isinstance(value, bool) else "must be true or false"
-    if key == "kube_namespace":
-        if isinstance(value, str) and len(value) <= MAX_NAME and _DNS_LABEL.match(value):
-            return None
-        return "must be a namespace name (lowercase letters, digits and '-', at most 63)"
-    if key == "kube_image":
-        return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
-    if key == "kube_command":
-        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-            return None
-        return "must be a non-empty list of strings"
-    if key == "kube_env":
-        if not isinstance(value, Mapping):
-            return "must be a mapping of variable names to strings"
-        for name, item in value.items():
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                return f"{name!r} is not a valid environment variable name"
-            if _env_value(item) is None:
-                return f"the value of {name} must be a string or a number"
+def _check_bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _check_namespace(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= MAX_NAME and _DNS_LABEL.match(value):
         return None
-    if key in (
-        "kube_requests_cpu",
-        "kube_requests_memory",
-        "kube_limits_cpu",
-        "kube_limits_memory",
-    ):
-        ok = _quantity(value) is not None
-        return None if ok else "must be a Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
-    if key == "kube_service_account_name":
-        if isinstance(value, str) and len(value) <= 253 and _DNS_SUBDOMAIN.match(value):
-            return None
-        return "must be a service account name"
-    if key in ("kube_node_selector", "kube_labels", "kube_annotations"):
-        if not _is_str_map(value):
-            return "must be a mapping of strings to strings"
-        for name, item in value.items():
-            if not _check_label_key(name):
-                return f"{name!r} is not a valid key"
-            if key != "kube_annotations" and (len(item) > MAX_NAME or not _LABEL_VALUE.match(item)):
-                return f"the value {item!r} of {name} is not a valid label value"
+    return "must be a namespace name (lowercase letters, digits and '-', at most 63)"
+
+
+def _check_image(value: Any) -> str | None:
+    return None if isinstance(value, str) and value.strip() else "must be a non-empty string"
+
+
+def _check_command(value: Any) -> str | None:
+    if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         return None
-    if key == "kube_tolerations":
-        if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
-            return "must be a list of tolerations (mappings with key, operator, value, effect)"
-        for toleration in value:
-            unknown = sorted(set(toleration) - TOLERATION_KEYS)
-            if unknown:
-                return f"a toleration has unknown field(s) {', '.join(unknown)}"
-            why = _toleration_problem(toleration)
-            if why:
-                return why
+    return "must be a non-empty list of strings"
+
+
+def _check_env(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be a mapping of variable names to strings"
+    for name, item in value.items():
+        if not isinstance(name, str) or not _ENV_NAME.match(name):
+            return f"{name!r} is not a valid environment variable name"
+        if _env_value(item) is None:
+            return f"the value of {name} must be a string or a number"
+    return None
+
+
+def _check_quantity(value: Any) -> str | None:
+    if _quantity(value) is not None:
         return None
-    if key == "kube_image_pull_policy":
-        return (
-            None
-            if value in IMAGE_PULL_POLICIES
-            else f"must be one of {', '.join(IMAGE_PULL_POLICIES)}"
-        )
-    if key == "kube_image_pull_secrets":
-        if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
-            return None
-        return "must be a list of secret names"
-    if key == "kube_security_context":
-        return _security_context_problem(value)
-    if key == "kube_pending_timeout":
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            return None
-        return "must be a positive number of seconds"
-    return "is not a known option"
+    return "must be a Kubernetes quantity such as 500m, 2, 256Mi or 1Gi"
 
 
-KNOWN_OPTIONS = (
-    "kube_in_cluster",
-    "kube_namespace",
-    "kube_image",
-    "kube_command",
-    "kube_env",
-    "kube_requests_cpu",
-    "kube_requests_memory",
-    "kube_limits_cpu",
-    "kube_limits_memory",
-    "kube_service_account_name",
-    "kube_node_selector",
-    "kube_tolerations",
-    "kube_labels",
-    "kube_annotations",
-    "kube_image_pull_policy",
-    "kube_image_pull_secrets",
-    "kube_pending_timeout",
-    "kube_security_context",
-)
+def _check_service_account(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) <= 253 and _DNS_SUBDOMAIN.match(value):
+        return None
+    return "must be a service account name"
 
 
-def option_problems(worker_config: Mapping[str, Any]) -> list[str]:
-    """One line per bad ``kube_*`` option (unknown key, wrong type); other keys are ignored."""
-    problems = []
-    for key, value in worker_config.items():
-        if not key.startswith("kube_"):
-            continue
-        if key not in KNOWN_OPTIONS:
-            problems.append(f"unknown option {key} (known: {', '.join(KNOWN_OPTIONS)})")
-            continue
-        why = _check_option(key, value)
+def _check_labels(value: Any, *, check_values: bool = True) -> str | None:
+    """A mapping of label keys to label values (any string values with ``check_values=False``)."""
+    if not _is_str_map(value):
+        return "must be a mapping of strings to strings"
+    for name, item in value.items():
+        if not _check_label_key(name):
+            return f"{name!r} is not a valid key"
+        if check_values and (len(item) > MAX_NAME or not _LABEL_VALUE.match(item)):
+            return f"the value {item!r} of {name} is not a valid label value"
+    return None
+
+
+def _check_annotations(value: Any) -> str | None:
+    return _check_labels(value, check_values=False)
+
+
+def _check_tolerations(value: Any) -> str | None:
+    if not isinstance(value, list | tuple) or not all(isinstance(t, Mapping) for t in value):
+        return "must be a list of tolerations (mappings with key, operator, value, effect)"
+    for toleration in value:
+        unknown = sorted(set(toleration) - TOLERATION_KEYS)
+        if unknown:
+            return f"a toleration has unknown field(s) {', '.join(unknown)}"
+        why = _toleration_problem(toleration)
         if why:
-            problems.append(f"{key} {why}")
-    return problems
+            return why
+    return None
 
 
-def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
-    """The options of a task; raises ValueError with every problem when they are invalid."""
-    problems = option_problems(worker_config)
-    if "kube_image" not in worker_config:
-        problems.append("kube_image is not set (set it in the registry, DAG or task worker_config)")
-    if problems:
-        raise ValueError("; ".join(problems))
-    c = worker_config
-    requests = {
-        name: str(c[f"kube_requests_{name}"])
-        for name in ("cpu", "memory")
-        if f"kube_requests_{name}" in c
-    }
-    limits = {
-        name: str(c[f"kube_limits_{name}"])
-        for name in ("cpu", "memory")
-        if f"kube_limits_{name}" in c
-    }
-    env = {name: _env_value(value) or "" for name, value in dict(c.get("kube_env") or {}).items()}
-    return PodOptions(
-        image=c["kube_image"],
-        namespace=c.get("kube_namespace"),
-        command=tuple(c.get("kube_command") or ()),
-        env=env,
-        requests=requests,
-        limits=limits,
-        service_account_name=c.get("kube_service_account_name"),
-        node_selector=dict(c.get("kube_node_selector") or {}),
-        tolerations=tuple(dict(t) for t in c.get("kube_tolerations") or ()),
-        labels=dict(c.get("kube_labels") or {}),
-        annotations=dict(c.get("kube_annotations") or {}),
-        image_pull_policy=c.get("kube_image_pull_policy"),
-        image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
-        pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
-        security_context=camel_keys(c.get("kube_security_context") or {}),
-    )
+def _check_pull_policy(value: Any) -> str | None:
+    if value in IMAGE_PULL_POLICIES:
+        return None
+    return f"must be one of {', '.join(IMAGE_PULL_POLICIES)}"
+
+
+def _check_pull_secrets(value: Any) -> str | None:
+    if isinstance(value, list | tuple) and all(isinstance(v, str) and v for v in value):
+        return None
+    return "must be a list of secret names"
+
+
+def _check_positive_seconds(value: Any) -> str | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return None
+    return "must be a positive number of seconds"
 
 
 # -- security contexts ---------------------------------------------------------------
@@ -408,6 +349,84 @@ def security_warning(worker_config: Mapping[str, Any]) -> str | None:
     return f"kube_security_context lets task pods run as root or privileged ({', '.join(lifted)})"
 
 
+OPTION_CHECKS: Mapping[str, Callable[[Any], str | None]] = {
+    "kube_in_cluster": _check_bool,
+    "kube_namespace": _check_namespace,
+    "kube_image": _check_image,
+    "kube_command": _check_command,
+    "kube_env": _check_env,
+    "kube_requests_cpu": _check_quantity,
+    "kube_requests_memory": _check_quantity,
+    "kube_limits_cpu": _check_quantity,
+    "kube_limits_memory": _check_quantity,
+    "kube_service_account_name": _check_service_account,
+    "kube_node_selector": _check_labels,
+    "kube_tolerations": _check_tolerations,
+    "kube_labels": _check_labels,
+    "kube_annotations": _check_annotations,
+    "kube_image_pull_policy": _check_pull_policy,
+    "kube_image_pull_secrets": _check_pull_secrets,
+    "kube_pending_timeout": _check_positive_seconds,
+    "kube_security_context": _security_context_problem,
+}
+"""Each ``kube_*`` option, and why a value is wrong for it (None when it is right)."""
+
+KNOWN_OPTIONS = tuple(OPTION_CHECKS)
+
+
+def option_problems(worker_config: Mapping[str, Any]) -> list[str]:
+    """One line per bad ``kube_*`` option (unknown key, wrong type); other keys are ignored."""
+    problems = []
+    for key, value in worker_config.items():
+        if not key.startswith("kube_"):
+            continue
+        if key not in KNOWN_OPTIONS:
+            problems.append(f"unknown option {key} (known: {', '.join(KNOWN_OPTIONS)})")
+            continue
+        why = OPTION_CHECKS[key](value)
+        if why:
+            problems.append(f"{key} {why}")
+    return problems
+
+
+def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
+    """The options of a task; raises ValueError with every problem when they are invalid."""
+    problems = option_problems(worker_config)
+    if "kube_image" not in worker_config:
+        problems.append("kube_image is not set (set it in the registry, DAG or task worker_config)")
+    if problems:
+        raise ValueError("; ".join(problems))
+    c = worker_config
+    requests = {
+        name: str(c[f"kube_requests_{name}"])
+        for name in ("cpu", "memory")
+        if f"kube_requests_{name}" in c
+    }
+    limits = {
+        name: str(c[f"kube_limits_{name}"])
+        for name in ("cpu", "memory")
+        if f"kube_limits_{name}" in c
+    }
+    env = {name: _env_value(value) or "" for name, value in dict(c.get("kube_env") or {}).items()}
+    return PodOptions(
+        image=c["kube_image"],
+        namespace=c.get("kube_namespace"),
+        command=tuple(c.get("kube_command") or ()),
+        env=env,
+        requests=requests,
+        limits=limits,
+        service_account_name=c.get("kube_service_account_name"),
+        node_selector=dict(c.get("kube_node_selector") or {}),
+        tolerations=tuple(dict(t) for t in c.get("kube_tolerations") or ()),
+        labels=dict(c.get("kube_labels") or {}),
+        annotations=dict(c.get("kube_annotations") or {}),
+        image_pull_policy=c.get("kube_image_pull_policy"),
+        image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
+        pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
+        security_context=camel_keys(c.get("kube_security_context") or {}),
+    )
+
+
 def merge_task_config(worker_config: Mapping[str, Any], task: Task) -> dict[str, Any]:
     """``worker_config`` with the task's own layer on top (mapping values key by key)."""
     merged = dict(worker_config)
@@ -491,13 +510,28 @@ def pod_manifest(
     labels = {**options.labels, **pod_labels(dag.name, task.name, task_run_id, attempt)}
     annotations = {**options.annotations, DAG_ANNOTATION: dag.name, TASK_ANNOTATION: task.name}
     env = {**parameters, **options.env}
-    pod_security, container_security = security_contexts(options.security_context)
+    container = _container(task_args(config, dag.name, task.name), env, options)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
+        "spec": _pod_spec(container, task, options),
+    }
+
+
+def _container(args: list[str], env: Mapping[str, str], options: PodOptions) -> dict[str, Any]:
+    """The task's one container: unprivileged, read-only root, a writable ``/tmp``."""
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": options.image,
-        "args": task_args(config, dag.name, task.name),
+        "args": args,
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "securityContext": container_security,
+        "securityContext": security_contexts(options.security_context)[1],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if options.command:
@@ -511,13 +545,18 @@ def pod_manifest(
         resources["limits"] = dict(options.limits)
     if resources:
         container["resources"] = resources
+    return container
+
+
+def _pod_spec(container: dict[str, Any], task: Task, options: PodOptions) -> dict[str, Any]:
+    """Never restarted, stopped at the task's timeout, placed and credentialed as configured."""
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
         "enableServiceLinks": False,
         "automountServiceAccountToken": bool(options.service_account_name),
-        "securityContext": pod_security,
+        "securityContext": security_contexts(options.security_context)[0],
     }
     if task.timeout is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(task.timeout))
@@ -529,17 +568,7 @@ def pod_manifest(
         spec["tolerations"] = [dict(t) for t in options.tolerations]
     if options.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in options.image_pull_secrets]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": annotations,
-        },
-        "spec": spec,
-    }
+    return spec
 
 
 # -- reading a listed pod ------------------------------------------------------------
