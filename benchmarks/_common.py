@@ -33,7 +33,15 @@ from workflows_tick.migrate import upgrade  # noqa: E402
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 """Where a fresh database is created when no URL is given."""
 URL_VARIABLE = "BENCH_DATABASE_URL"
-OUR_TABLES = ("task_run", "dag_run", "dag_schedule", "alembic_version")
+OUR_TABLES = (
+    "event",
+    "cronitor_monitor",
+    "task_run",
+    "dag_run",
+    "dag_schedule",
+    "alembic_version",
+)
+OUR_FUNCTIONS = ("workflows_dag_run_events", "workflows_task_run_events")
 
 
 def add_database_option(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +125,7 @@ def _prepared(url: str) -> BenchDatabase:
 def _drop_tables(url: str) -> None:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {', '.join(OUR_TABLES)} CASCADE")
+        cur.execute(f"DROP FUNCTION IF EXISTS {', '.join(OUR_FUNCTIONS)} CASCADE")
     conn.close()
 
 

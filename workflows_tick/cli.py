@@ -184,6 +184,22 @@ def list_dags(obj: Context) -> None:
     envvar="WORKFLOWS_RELOAD_INTERVAL",
     help="Seconds between checks of the DAG folder for edits.",
 )
+@click.option(
+    "--hook-timeout",
+    type=click.FloatRange(min=0.01),
+    callback=_finite,
+    default=10.0,
+    show_default=True,
+    envvar="WORKFLOWS_HOOK_TIMEOUT",
+    help="Seconds an event hook may run before it counts as failed (and is retried).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    envvar="WORKFLOWS_METRICS_PORT",
+    help="Serve /metrics (Prometheus) and /healthz on this port (0: any free port).",
+)
 @pass_ctx
 def schedule(
     obj: Context,
@@ -195,6 +211,8 @@ def schedule(
     max_running: int,
     lease: float,
     reload_interval: float,
+    hook_timeout: float,
+    metrics_port: int | None,
 ) -> None:
     """Run the scheduler with the task manager MANAGER.
 
@@ -208,6 +226,10 @@ def schedule(
 
     if once and until_idle:
         raise UsageError("--once and --until-idle cannot be combined")
+    if once and metrics_port is not None:
+        raise UsageError(
+            "--metrics-port needs a running loop; with --once, use `workflows CONFIG metrics`"
+        )
     options = SchedulerOptions(
         config=obj.config,
         manager=manager,
@@ -218,6 +240,8 @@ def schedule(
         max_running=max_running,
         lease_seconds=lease,
         reload_seconds=reload_interval,
+        hook_timeout=hook_timeout,
+        metrics_port=metrics_port,
     )
     run_scheduler(obj.registry, options)
 
@@ -295,6 +319,71 @@ def migrate(obj: Context) -> None:
     with connect(purpose="migrate") as db:
         upgrade(db.engine)
     click.echo("database is up to date")
+
+
+@cli.command()
+def metrics() -> None:
+    """Print the Prometheus metrics once (gauges read from the database)."""
+    from workflows_tick import metrics as prometheus
+    from workflows_tick.database import connect
+    from workflows_tick.migrate import upgrade
+
+    with connect(purpose="metrics") as db:
+        upgrade(db.engine)
+        click.echo(prometheus.render(db.engine).decode(), nl=False)
+
+
+@cli.group()
+def cronitor() -> None:
+    """Cronitor monitors of the scheduled DAGs (needs CRONITOR_API_KEY)."""
+
+
+@cronitor.command("sync")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.01),
+    callback=_finite,
+    default=5.0,
+    show_default=True,
+    envvar="WORKFLOWS_INTERVAL",
+    help="The schedulers' --interval (the monitors' grace covers it).",
+)
+@pass_ctx
+def cronitor_sync(obj: Context, dry_run: bool, interval: float) -> None:
+    """Create, update or delete one job monitor per scheduled DAG, as needed."""
+    import os
+
+    from workflows_tick.cronitor_monitoring import API_KEY_VARIABLE, CronitorSettings, sync_monitors
+    from workflows_tick.database import connect
+    from workflows_tick.errors import DagLoadError
+    from workflows_tick.migrate import upgrade
+
+    # A dry run needs no key: it shows what a sync with the current settings would send.
+    settings = CronitorSettings.from_environment(
+        {API_KEY_VARIABLE: "dry-run", **os.environ} if dry_run else os.environ
+    )
+    if settings is None:
+        raise UsageError(f"{API_KEY_VARIABLE} is not set")
+    loaded = obj.registry.load_all()
+    dags = [d for d in loaded.values() if not isinstance(d, DagLoadError)]
+    broken = [name for name, d in loaded.items() if isinstance(d, DagLoadError)]
+    for name in broken:
+        click.echo(f"{name}: not loaded, its monitor is left as it is", err=True)
+    with connect(purpose="cronitor") as db:
+        upgrade(db.engine)
+        plan = sync_monitors(db.engine, dags, settings, interval, keep=broken, dry_run=dry_run)
+    if plan is None:
+        raise WorkflowsError("another scheduler is syncing the monitors right now; try again")
+    verb = "would " if dry_run else ""
+    for spec in plan.put:
+        click.echo(
+            f"{verb}put {spec['key']}: {spec['schedule']} {spec['timezone']}, "
+            f"grace {spec['grace_seconds']}s"
+        )
+    for key in plan.delete:
+        click.echo(f"{verb}delete {key}")
+    click.echo(f"{plan.unchanged} unchanged")
 
 
 @cli.command()

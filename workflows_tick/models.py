@@ -23,12 +23,22 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from workflows_tick.states import RunStatus, TaskStatus, Trigger
 
-__all__ = ["Base", "DagRun", "DagSchedule", "RunStatus", "TaskRun", "TaskStatus", "Trigger"]
+__all__ = [
+    "Base",
+    "CronitorMonitor",
+    "DagRun",
+    "DagSchedule",
+    "Event",
+    "RunStatus",
+    "TaskRun",
+    "TaskStatus",
+    "Trigger",
+]
 
 
 NAMING_CONVENTION = {
@@ -71,6 +81,7 @@ class DagRun(Base):
         CheckConstraint(_one_of("trigger", Trigger), name="trigger"),
         Index("ix_dag_run_running", "dag_name", "id", postgresql_where=text("status = 'running'")),
         Index("ix_dag_run_dag_name_id", "dag_name", "id"),
+        Index("ix_dag_run_dag_name_status_id", "dag_name", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -115,3 +126,55 @@ class TaskRun(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     output_tail: Mapped[str | None] = mapped_column(Text)
+
+
+class Event(Base):
+    """One committed state change of a run or task run: the outbox of hooks and integrations.
+
+    Rows are written by triggers on ``dag_run`` and ``task_run`` (see the migration), in
+    the transaction that changes the state, so each change has exactly one row whoever
+    made it. Schedulers deliver them after commit and record the delivery here.
+    """
+
+    __tablename__ = "event"
+    __table_args__ = (
+        Index(
+            "ix_event_pending",
+            "next_attempt_at",
+            "id",
+            postgresql_where=text("delivered_at IS NULL AND given_up_at IS NULL"),
+        ),
+        Index("ix_event_dag_run_id", "dag_run_id"),
+        Index("ix_event_given_up", "id", postgresql_where=text("given_up_at IS NOT NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(TZ, server_default=text("now()"))
+    kind: Mapped[str] = mapped_column(Text)
+    dag_run_id: Mapped[int] = mapped_column(BigInteger)
+    """No foreign key: writing an event must take no lock on its run (a pass holds
+    runs locked while others record their task runs' outcomes)."""
+    task_run_id: Mapped[int | None] = mapped_column(BigInteger)
+    dag_name: Mapped[str] = mapped_column(Text)
+    task_name: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    """Delivery attempts so far."""
+    next_attempt_at: Mapped[datetime] = mapped_column(TZ, server_default=text("now()"))
+    done: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    """The sinks (hooks, integrations) that already took this event."""
+    delivered_at: Mapped[datetime | None] = mapped_column(TZ)
+    given_up_at: Mapped[datetime | None] = mapped_column(TZ)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class CronitorMonitor(Base):
+    """A Cronitor monitor as last synced, so that only changes are sent."""
+
+    __tablename__ = "cronitor_monitor"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    dag_name: Mapped[str] = mapped_column(Text)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    synced_at: Mapped[datetime] = mapped_column(TZ)

@@ -513,6 +513,318 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
     )
 
 
+# --- events (the outbox) ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    created_at: datetime
+    kind: str
+    dag_run_id: int
+    task_run_id: int | None
+    dag_name: str
+    task_name: str | None
+    attempt: int | None
+    status: str
+    attempts: int
+    done: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EventUpdate:
+    """How one delivery attempt of an event ended."""
+
+    id: int
+    done: tuple[str, ...]
+    delivered: bool
+    given_up: bool
+    retry_in: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """A run's task runs, for integrations: how many, how many failed, the last failure."""
+
+    count: int
+    error_count: int
+    failed_task: str | None
+    failed_error: str | None
+
+
+def claim_events(conn: Connection, limit: int) -> list[EventRow]:
+    """Lock the oldest events due for delivery; ones another scheduler holds are skipped.
+
+    The locks last until the caller's transaction ends, so while one scheduler
+    delivers an event no other one can.
+    """
+    rows = conn.execute(
+        text(
+            "SELECT id, created_at, kind, dag_run_id, task_run_id, dag_name, task_name, attempt, "
+            "status, attempts, done FROM event "
+            "WHERE delivered_at IS NULL AND given_up_at IS NULL AND next_attempt_at <= now() "
+            "ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"
+        ),
+        {"limit": limit},
+    )
+    return [
+        EventRow(
+            id=r.id,
+            created_at=r.created_at,
+            kind=r.kind,
+            dag_run_id=r.dag_run_id,
+            task_run_id=r.task_run_id,
+            dag_name=r.dag_name,
+            task_name=r.task_name,
+            attempt=r.attempt,
+            status=r.status,
+            attempts=r.attempts,
+            done=tuple(r.done),
+        )
+        for r in rows
+    ]
+
+
+def update_events(conn: Connection, updates: Sequence[EventUpdate]) -> None:
+    """Record delivery attempts: delivered, given up, or due again after ``retry_in`` s."""
+    if not updates:
+        return
+    conn.execute(
+        text(
+            "UPDATE event e SET attempts = e.attempts + 1, done = v.done, "
+            "delivered_at = CASE WHEN v.delivered THEN now() END, "
+            "given_up_at = CASE WHEN v.given_up THEN now() END, "
+            "next_attempt_at = now() + make_interval(secs => v.retry_in), last_error = v.error "
+            "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(id bigint, done text[], "
+            "delivered boolean, given_up boolean, retry_in double precision, error text) "
+            "WHERE e.id = v.id"
+        ),
+        {
+            "rows": json.dumps(
+                [
+                    {
+                        "id": u.id,
+                        "done": list(u.done),
+                        "delivered": u.delivered,
+                        "given_up": u.given_up,
+                        "retry_in": u.retry_in,
+                        "error": _short(u.error),
+                    }
+                    for u in updates
+                ]
+            )
+        },
+    )
+
+
+def runs_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, DagRunRow]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(ids)},
+    )
+    return {r.id: _run_row(r) for r in rows}
+
+
+def task_runs_by_id(conn: Connection, ids: Sequence[int]) -> dict[int, TaskRunRow]:
+    if not ids:
+        return {}
+    rows = conn.execute(
+        text(f"SELECT {_TASK_COLUMNS} FROM task_run WHERE id = ANY(CAST(:ids AS bigint[]))"),
+        {"ids": list(ids)},
+    )
+    return {r.id: _task_row(r) for r in rows}
+
+
+def run_summaries(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, RunSummary]:
+    if not dag_run_ids:
+        return {}
+    rows = conn.execute(
+        text(
+            "SELECT t.dag_run_id, count(*) AS tasks, "
+            "count(*) FILTER (WHERE t.status = 'failed') AS error_count, "
+            "(array_agg(t.task_name ORDER BY t.ended_at DESC NULLS LAST, t.id DESC) "
+            "FILTER (WHERE t.status = 'failed'))[1] AS failed_task, "
+            "(array_agg(t.error ORDER BY t.ended_at DESC NULLS LAST, t.id DESC) "
+            "FILTER (WHERE t.status = 'failed'))[1] AS failed_error "
+            "FROM task_run t WHERE t.dag_run_id = ANY(CAST(:ids AS bigint[])) "
+            "GROUP BY t.dag_run_id"
+        ),
+        {"ids": list(dag_run_ids)},
+    )
+    summaries = {i: RunSummary(0, 0, None, None) for i in dag_run_ids}
+    for r in rows:
+        summaries[r.dag_run_id] = RunSummary(
+            int(r.tasks), int(r.error_count), r.failed_task, r.failed_error
+        )
+    return summaries
+
+
+def prune_delivered_events(conn: Connection, before: datetime) -> int:
+    """Delete events delivered or given up before ``before``; how many."""
+    result = conn.execute(
+        text("DELETE FROM event WHERE (delivered_at < :before OR given_up_at < :before)"),
+        {"before": before},
+    )
+    return result.rowcount
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunGroup:
+    """A DAG's runs of one status: how many, and when the latest of them ended."""
+
+    dag_name: str
+    status: RunStatus
+    runs: int
+    last_ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LastScheduled:
+    dag_name: str
+    scheduled_for: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Gauges:
+    runs: list[RunGroup]
+    last_scheduled: list[LastScheduled]
+    next_fire: dict[str, datetime]
+    task_runs_waiting: int
+    task_runs_running: int
+    oldest_startable_since: datetime | None
+    """``not_before`` of the oldest waiting task run that may start now."""
+    events_undelivered: int
+    events_given_up: int
+    now: datetime
+
+
+def metric_gauges(conn: Connection) -> Gauges:
+    """Everything the metrics gauges show.
+
+    Counting runs by DAG and status reads the ``(dag_name, status, id)`` index
+    once (an index-only scan); everything else is one index probe per DAG (or per
+    DAG and status) or a partial index.
+    """
+    runs = [
+        RunGroup(r.dag_name, RunStatus(r.status), int(r.runs), r.ended_at)
+        for r in conn.execute(
+            text(
+                "SELECT g.dag_name, g.status, g.runs, last.ended_at FROM ("
+                "SELECT dag_name, status, count(*) AS runs FROM dag_run GROUP BY 1, 2) g "
+                "LEFT JOIN LATERAL (SELECT r.ended_at FROM dag_run r WHERE r.dag_name = g.dag_name "
+                "AND r.status = g.status ORDER BY r.id DESC LIMIT 1) last "
+                "ON g.status <> 'running' ORDER BY g.dag_name, g.status"
+            )
+        )
+    ]
+    names = sorted({r.dag_name for r in runs})
+    last_scheduled = [
+        LastScheduled(r.name, r.scheduled_for, r.created_at)
+        for r in conn.execute(
+            text(
+                "SELECT n.name, s.scheduled_for, s.created_at "
+                "FROM unnest(CAST(:names AS text[])) AS n(name) CROSS JOIN LATERAL ("
+                "SELECT r.scheduled_for, r.created_at FROM dag_run r WHERE r.dag_name = n.name "
+                "AND r.scheduled_for IS NOT NULL AND r.trigger = 'schedule' "
+                "ORDER BY r.scheduled_for DESC LIMIT 1) s"
+            ),
+            {"names": names},
+        )
+    ]
+    row = conn.execute(
+        text(
+            "SELECT now() AS now, "
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting') AS waiting, "
+            "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
+            "(SELECT min(not_before) FROM task_run WHERE status = 'waiting' "
+            "AND not_before <= now()) AS oldest, "
+            "(SELECT count(*) FROM event WHERE delivered_at IS NULL AND given_up_at IS NULL) "
+            "AS undelivered, "
+            "(SELECT count(*) FROM event WHERE given_up_at IS NOT NULL) AS given_up"
+        )
+    ).one()
+    next_fire = {
+        r.dag_name: r.next_fire_at
+        for r in conn.execute(text("SELECT dag_name, next_fire_at FROM dag_schedule"))
+    }
+    return Gauges(
+        runs=runs,
+        last_scheduled=last_scheduled,
+        next_fire=next_fire,
+        task_runs_waiting=int(row.waiting),
+        task_runs_running=int(row.running),
+        oldest_startable_since=row.oldest,
+        events_undelivered=int(row.undelivered),
+        events_given_up=int(row.given_up),
+        now=row.now,
+    )
+
+
+def ping(conn: Connection) -> None:
+    """A round trip to the database (for health checks)."""
+    conn.execute(text("SELECT 1"))
+
+
+# --- Cronitor sync state ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncedMonitor:
+    key: str
+    dag_name: str
+    spec: dict[str, Any]
+
+
+def try_lock(conn: Connection, name: str) -> bool:
+    """Take a transaction-level advisory lock if free; False if another holds it."""
+    return bool(
+        conn.execute(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:key))"), {"key": name}
+        ).scalar_one()
+    )
+
+
+def synced_monitors(conn: Connection) -> dict[str, SyncedMonitor]:
+    rows = conn.execute(text("SELECT key, dag_name, spec FROM cronitor_monitor"))
+    return {r.key: SyncedMonitor(r.key, r.dag_name, dict(r.spec)) for r in rows}
+
+
+def save_synced_monitors(
+    conn: Connection, monitors: Sequence[tuple[str, str, Mapping[str, Any]]]
+) -> None:
+    """Remember monitors as sent: (key, DAG name, spec)."""
+    if monitors:
+        conn.execute(
+            text(
+                "INSERT INTO cronitor_monitor (key, dag_name, spec, synced_at) "
+                "SELECT v.key, v.dag_name, v.spec, now() "
+                "FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(key text, dag_name text, spec jsonb) "
+                "ON CONFLICT (key) DO UPDATE SET dag_name = excluded.dag_name, "
+                "spec = excluded.spec, synced_at = excluded.synced_at"
+            ),
+            {
+                "rows": json.dumps(
+                    [{"key": k, "dag_name": d, "spec": dict(s)} for k, d, s in monitors]
+                )
+            },
+        )
+
+
+def forget_synced_monitors(conn: Connection, keys: Sequence[str]) -> None:
+    if keys:
+        conn.execute(
+            text("DELETE FROM cronitor_monitor WHERE key = ANY(CAST(:keys AS text[]))"),
+            {"keys": list(keys)},
+        )
+
+
 # --- web page (read-only) -----------------------------------------------------------
 # The reads of ``workflows CONFIG ui``. Each page issues a fixed number of these,
 # whatever the number of DAGs, runs or task runs.

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,12 +24,20 @@ from tenacity import (
     wait_exponential,
 )
 
+from workflows_tick.counters import COUNTERS
+from workflows_tick.cronitor_monitoring import CronitorSettings, CronitorSink, sync_monitors
 from workflows_tick.dags import DagRegistry
-from workflows_tick.errors import TaskManagerError, WorkflowsError
+from workflows_tick.errors import TaskManagerError, UsageError, WorkflowsError
+from workflows_tick.events import Sink, hook_sinks
+from workflows_tick.hooks import DEFAULT_HOOK_TIMEOUT_SECONDS
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import ManagerSettings, TaskManager
 from workflows_tick.managers.lookup import find_manager
+from workflows_tick.outbox import DeliveryThread, Outbox
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
+
+if TYPE_CHECKING:
+    from workflows_tick.metrics_server import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,12 @@ class SchedulerOptions:
     max_running: int = 20
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
+    metrics_port: int | None = None
+
+
+CRONITOR_SYNC_RETRY_SECONDS = 60.0
+"""After a failed Cronitor monitor sync (or one left to another replica), when to try again."""
 
 
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
@@ -58,6 +72,20 @@ def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -
         return manager_class.create(registry, settings)
     except TypeError as exc:  # a subclass whose __init__ wants other arguments
         raise TaskManagerError(name, f"cannot be built: {exc} (override create())") from None
+
+
+def build_sinks(
+    registry: DagRegistry,
+    ticker: Ticker,
+    options: SchedulerOptions,
+    cronitor: CronitorSettings | None,
+) -> list[Sink]:
+    """Where this scheduler delivers events: the registry's hooks in registration
+    order, then Cronitor when ``CRONITOR_API_KEY`` is set."""
+    sinks: list[Sink] = [*hook_sinks(registry.hooks, lambda: ticker.dags, options.hook_timeout)]
+    if cronitor is not None:
+        sinks.append(CronitorSink(cronitor))
+    return sinks
 
 
 def run_scheduler(registry: DagRegistry, options: SchedulerOptions) -> None:
@@ -158,16 +186,73 @@ class Loop:
         self._fingerprint = registry.fingerprint()
         self._checked_at = time.monotonic()
         self._woken = threading.Event()
+        self.engine = engine
+        self.cronitor = CronitorSettings.from_environment()
+        self._cronitor_synced: int | None = None
+        """The registry generation whose monitors were last synced."""
+        self._cronitor_retry_at = 0.0
+        self.outbox = Outbox(engine, build_sinks(registry, self.ticker, options, self.cronitor))
+        self.delivery = DeliveryThread(self.outbox, housekeeping=self._sync_cronitor)
+        self.last_pass_at: float | None = None
+        """``time.monotonic()`` when the last pass completed (for health checks)."""
 
     def run(self) -> int:
         """Drive passes until done or signalled; the number of passes that failed."""
-        with self._signals():
-            if self.options.once:
-                self._once()
-            else:
-                self._loop()
-        self._shutdown()
+        server = self._metrics_server()
+        if not self.options.once:
+            self.delivery.start()
+        try:
+            with self._signals():
+                if self.options.once:
+                    self._once()
+                else:
+                    self._loop()
+            self._shutdown()
+        finally:
+            if server is not None:
+                server.stop()
         return self.failed_passes
+
+    def _metrics_server(self) -> MetricsServer | None:
+        if self.options.metrics_port is None:
+            return None
+        from workflows_tick.health import LoopHealth
+        from workflows_tick.metrics_server import MetricsServer
+
+        health = LoopHealth(self.engine, self.options.interval, lambda: self.last_pass_at)
+        try:
+            server = MetricsServer(self.engine, health, self.options.metrics_port)
+        except OSError as exc:
+            raise UsageError(
+                f"--metrics-port {self.options.metrics_port}: {exc.strerror or exc}"
+            ) from None
+        server.start()
+        return server
+
+    def _sync_cronitor(self) -> None:
+        """Sync Cronitor's monitors when the loaded DAGs changed since the last sync
+        (a cheap comparison with the ``cronitor_monitor`` table otherwise)."""
+        if self.cronitor is None:
+            return
+        generation = self.registry.generation
+        if generation == self._cronitor_synced or time.monotonic() < self._cronitor_retry_at:
+            return
+        try:
+            plan = sync_monitors(
+                self.engine,
+                list(self.ticker.dags.values()),
+                self.cronitor,
+                self.options.interval,
+                keep=self.ticker.broken,
+            )
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.warning("Cronitor: cannot sync monitors: %s", redact(first))
+            plan = None
+        if plan is None:  # failed, or another scheduler is syncing: look again later
+            self._cronitor_retry_at = time.monotonic() + CRONITOR_SYNC_RETRY_SECONDS
+        else:
+            self._cronitor_synced = generation
 
     def _pass(self) -> PassResult:
         """One pass; a lost database is waited for, and any other error is logged
@@ -176,11 +261,18 @@ class Loop:
             result: PassResult = _with_reconnect(self.ticker.run_pass, self._terminating)
         except Exception:
             self.failed_passes += 1
+            COUNTERS.add("failed_passes")
             if self._terminating.is_set():
                 log.warning("stopping while the database is unreachable")
             else:
                 log.exception("the pass failed; the next one starts afresh from the database")
             return PassResult(failed=True)
+        self.last_pass_at = time.monotonic()
+        COUNTERS.add("passes")
+        COUNTERS.add("launch_failures", result.failed_launches)
+        COUNTERS.add("expired_leases", result.expired)
+        if result.did_work:
+            self.delivery.wake()
         return result
 
     def _once(self) -> None:
@@ -253,6 +345,17 @@ class Loop:
         self._woken.clear()
 
     def _shutdown(self) -> None:
+        self._shutdown_tasks()
+        # Deliver what this scheduler's last passes produced, within a bound; what is
+        # left waits in the outbox for the next scheduler.
+        self.delivery.stop()
+        self._sync_cronitor()
+        try:
+            self.outbox.drain()
+        except Exception as exc:
+            log.warning("cannot deliver the last events: %s", redact(str(exc).split("\n")[0]))
+
+    def _shutdown_tasks(self) -> None:
         kill = self.stop_signal == signal.SIGTERM
         if self.manager.in_flight():
             log.info(

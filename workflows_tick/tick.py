@@ -112,6 +112,11 @@ class Ticker:
     def dags(self) -> dict[str, Dag]:
         return self._dags
 
+    @property
+    def broken(self) -> list[str]:
+        """The names of the DAGs that failed to load."""
+        return list(self._broken)
+
     # --- the pass -------------------------------------------------------------------
 
     def run_pass(self) -> PassResult:

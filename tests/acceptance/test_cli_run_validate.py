@@ -137,7 +137,7 @@ def test_user_mistakes_on_the_examples(args: list[str], expected: str) -> None:
     assert one_line_error(workflows(EXAMPLES, *args), 2).startswith(expected)
 
 
-def test_bad_config_paths(tmp_path: Path) -> None:
+def test_a_missing_or_empty_config_is_one_line(tmp_path: Path) -> None:
     line = one_line_error(workflows(tmp_path / "missing.py", "validate"), 2)
     assert "no such config file" in line
     (tmp_path / "nodags.py").write_text("X = 1\n")

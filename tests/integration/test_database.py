@@ -431,14 +431,16 @@ def test_empty_database_has_no_tables(empty_database_url: str) -> None:
         connection.close()
 
 
-def test_engine_fixture(engine: sqlalchemy.Engine) -> None:
+def test_the_engine_fixture_connects_as_the_test_application(engine: sqlalchemy.Engine) -> None:
     with engine.connect() as connection:
         assert connection.execute(sqlalchemy.text("SELECT 1")).scalar() == 1
         name = connection.execute(sqlalchemy.text("SHOW application_name")).scalar()
     assert name == "workflows-tick/test"
 
 
-def test_subprocess_env(subprocess_env: dict[str, str], database_url: str) -> None:
+def test_subprocesses_get_this_tests_database_url(
+    subprocess_env: dict[str, str], database_url: str
+) -> None:
     assert subprocess_env["DATABASE_URL"] == database_url
     assert "WORKFLOWS_DATABASE_URL" not in subprocess_env
     assert database.resolve_url(subprocess_env) == database.normalize_url(database_url)

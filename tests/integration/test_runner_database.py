@@ -96,7 +96,9 @@ def test_failed_validation_query_rolls_back(tmp_path: Path, database_url: str) -
         ),
     ],
 )
-def test_output_checks(tmp_path: Path, database_url: str, ddl: str, expected: str) -> None:
+def test_a_table_unlike_its_declared_output_fails_the_task_and_rolls_back(
+    tmp_path: Path, database_url: str, ddl: str, expected: str
+) -> None:
     dag = write_dag(tmp_path, {"a.sql": sql_task(ddl + ";", OUTPUT)})
     with pytest.raises(TaskFailed, match=expected.replace("(", r"\(").replace(")", r"\)")):
         run(dag, database_url)

@@ -165,7 +165,7 @@ def test_existing_pod_is_adopted(
     assert len(emu.emulator.objects) == 1
 
 
-def test_vanished_pod(
+def test_a_deleted_pod_fails_its_attempt(
     emu: EmulatorThread, kubeconfig: Path, registry: DagRegistry, backends: list[Any]
 ) -> None:
     rows = Rows(make_manager(registry, kubeconfig, backends), registry)

@@ -16,8 +16,6 @@ more passes, after which no pod may remain.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from tests.conftest import (
@@ -36,7 +33,7 @@ from tests.conftest import (
     sqlalchemy_url,
 )
 from tests.kubernetes.kube_emulator import PODS, EmulatorThread, FakeKubelet
-from tests.support import write_project
+from tests.support import query, workflows, write_project
 from workflows_tick.managers.kubernetes.manager import DEFAULT_GRACE
 from workflows_tick.managers.kubernetes.pods import ATTEMPT_LABEL, TASK_LABEL, label_value
 
@@ -164,22 +161,16 @@ class Driver:
 
 
 def run_status(database_url: str) -> str | None:
-    with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT status FROM dag_run WHERE dag_name = %s", (DAG,))
-        row = cursor.fetchone()
-    conn.close()
-    return row[0] if row else None
+    rows = query(database_url, "SELECT status FROM dag_run WHERE dag_name = %s", (DAG,))
+    return rows[0][0] if rows else None
 
 
 def task_runs(database_url: str) -> list[tuple[Any, ...]]:
-    with psycopg2.connect(database_url) as conn, conn.cursor() as cursor:
-        cursor.execute(
-            "SELECT task_name, attempt, status, exit_code, error, output_tail, host "
-            "FROM task_run ORDER BY id"
-        )
-        rows = cursor.fetchall()
-    conn.close()
-    return rows
+    return query(
+        database_url,
+        "SELECT task_name, attempt, status, exit_code, error, output_tail, host "
+        "FROM task_run ORDER BY id",
+    )
 
 
 def drive_to_completion(driver: Driver, database_url: str) -> int:
@@ -274,13 +265,7 @@ def cli_run(
             }
 
             def cli(*args: str) -> None:
-                done = subprocess.run(
-                    [sys.executable, "-m", "workflows_tick", config, *args],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
+                done = workflows(config, *args, env=env, timeout=60)
                 assert done.returncode == 0, f"{args}:\n{done.stdout}\n{done.stderr}"
 
             cli("trigger", DAG)

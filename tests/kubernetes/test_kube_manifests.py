@@ -178,6 +178,24 @@ def test_the_task_pod_is_valid(project: Callable[..., DagRegistry]) -> None:
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
 
 
+def test_the_deployment_is_probed_and_scraped_on_its_metrics_port(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    deployment = next(d for d in rendered["deployment"] if d["kind"] == "Deployment")
+    template = deployment["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    args = container["args"]
+    port = int(args[args.index("--metrics-port") + 1])
+    assert container["ports"] == [{"name": "metrics", "containerPort": port}]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CRONITOR_API_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
 def test_the_ui_overlay_is_valid_and_requires_its_token() -> None:
     documents = render(K8S / "ui")
     assert sorted(d["kind"] for d in documents) == ["Deployment", "Service"]

@@ -58,7 +58,7 @@ def test_similar_names_do_not_collide() -> None:
     assert pod_name("a", "b_c.sql", 1, 1) != pod_name("a_b", "c.sql", 1, 1)
 
 
-def test_readable_name() -> None:
+def test_pod_names_are_readable_and_at_most_63_characters() -> None:
     name = pod_name("Sales_ETL", "load_orders.sql", 12345, 2)
     assert re.fullmatch(r"sales-etl-load-orders-sql-[0-9a-f]{6}-12345-2", name)
     long_name = pod_name("d" * 80, "t" * 80, 10**18, 3)

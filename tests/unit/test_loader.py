@@ -127,7 +127,7 @@ def test_tasks_are_in_topological_order(tmp_path: Path) -> None:
     ]
 
 
-def test_full_task_spec(tmp_path: Path) -> None:
+def test_every_task_header_key_is_read(tmp_path: Path) -> None:
     header = """/*
 type: sql
 description: Load things.

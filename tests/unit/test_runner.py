@@ -76,7 +76,7 @@ def test_python_import_error_and_exit_codes(tmp_path: Path) -> None:
         run_tasks(dag, [dag.task("c.py")], {})
 
 
-def test_python_timeout(tmp_path: Path) -> None:
+def test_a_python_task_past_its_timeout_fails(tmp_path: Path) -> None:
     source = '"""\ntimeout: 0.2\n"""\nimport time\n\ndef run(context):\n    time.sleep(5)\n'
     dag = write_dag(tmp_path, {"t.py": source})
     with pytest.raises(TaskFailed, match=r"timed out after 0.2s"):
@@ -158,7 +158,9 @@ def test_task_environment_is_minimal() -> None:
         ("double", "double precision", "float8", True),
     ],
 )
-def test_datatype_matches(declared: str, formatted: str, typname: str, ok: bool) -> None:
+def test_declared_datatypes_match_postgres_type_names(
+    declared: str, formatted: str, typname: str, ok: bool
+) -> None:
     assert datatype_matches(declared, formatted, typname) is ok
 
 

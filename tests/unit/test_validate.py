@@ -45,7 +45,7 @@ def test_validate_with_the_kubernetes_manager(tmp_path: Path) -> None:
     assert not any("nightly" in p for p in report.problems)
 
 
-def test_list_lines(tmp_path: Path) -> None:
+def test_list_shows_each_dag_with_its_schedule_and_next_fire_time(tmp_path: Path) -> None:
     lines = list_lines(project(tmp_path), now=NOW)
     assert lines[0].startswith("broken: BROKEN: ")
     assert lines[1:] == [

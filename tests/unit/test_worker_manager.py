@@ -109,19 +109,23 @@ def run_one(manager: WorkerTaskManager, launch: Launch) -> Outcome:
     return run_to_completion(manager, [launch])[launch.task_run_id]
 
 
-def gone(pid: int, within: float = 3.0) -> bool:
-    """True once ``pid`` is dead: no longer exists, or is a zombie waiting for init."""
-    end = time.monotonic() + within
-    while time.monotonic() < end:
-        try:
-            os.kill(pid, 0)
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except (ProcessLookupError, FileNotFoundError):
-            return True
-        if stat.rpartition(")")[2].split()[0] == "Z":
-            return True
-        time.sleep(0.02)
-    return False
+def dead(pid: int) -> bool:
+    """``pid`` no longer exists, or is a zombie waiting for init."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` is dead; False if it still runs 10 s later."""
+    try:
+        wait_for(lambda: dead(pid), timeout=10, what=f"pid {pid} to end")
+    except TimeoutError:
+        return False
+    return True
 
 
 def test_success_reports_exit_code_zero_and_output(
@@ -164,7 +168,7 @@ def test_error_falls_back_to_last_non_empty_line_and_is_truncated(
     assert len(outcome.error) <= 500
 
 
-def test_killed_by_signal(manager: WorkerTaskManager) -> None:
+def test_a_task_killed_by_a_signal_reports_the_signal(manager: WorkerTaskManager) -> None:
     outcome = run_one(
         manager, make_launch("import os, signal; os.kill(os.getpid(), signal.SIGKILL)")
     )
