@@ -40,8 +40,10 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
     """FloatRange lets 'nan' and 'inf' through; a duration must be a real number."""
+    if value is None:
+        return None
     if value != value or value in (float("inf"), float("-inf")):
         raise click.BadParameter(f"{value} is not a number of seconds")
     return value
@@ -131,8 +133,25 @@ def list_dags(obj: Context) -> None:
     """List the DAGs, their schedules and tasks."""
     from workflows_tick.validate import list_lines
 
-    for line in list_lines(obj.registry):
+    for line in list_lines(obj.registry, paused=_paused_names()):
         click.echo(line)
+
+
+def _paused_names() -> frozenset[str]:
+    """The paused DAGs, when a database is set up; ``list`` works without one."""
+    import os
+
+    from workflows_tick.database import PGDATA_NAME, data_dir, resolve_url
+
+    if resolve_url(os.environ) is None and not (data_dir(os.environ) / PGDATA_NAME).exists():
+        return frozenset()
+    from workflows_tick.scheduler import paused_dags
+
+    try:
+        return frozenset(p.dag_name for p in paused_dags())
+    except Exception as exc:  # the list itself does not need the database
+        click.echo(f"workflows: cannot read paused DAGs from the database: {exc}", err=True)
+        return frozenset()
 
 
 @cli.command()
@@ -157,6 +176,13 @@ def list_dags(obj: Context) -> None:
     show_default=True,
     envvar="WORKFLOWS_CONCURRENCY",
     help="worker: tasks this process runs at once.",
+)
+@click.option(
+    "--fork-server/--no-fork-server",
+    default=True,
+    show_default=True,
+    envvar="WORKFLOWS_FORK_SERVER",
+    help="worker: fork tasks from a warm server, or start a new interpreter for each.",
 )
 @click.option(
     "--max-running",
@@ -208,6 +234,7 @@ def schedule(
     until_idle: bool,
     interval: float,
     concurrency: int,
+    fork_server: bool,
     max_running: int,
     lease: float,
     reload_interval: float,
@@ -237,6 +264,7 @@ def schedule(
         until_idle=until_idle,
         interval=interval,
         concurrency=concurrency,
+        fork_server=fork_server,
         max_running=max_running,
         lease_seconds=lease,
         reload_seconds=reload_interval,
@@ -267,15 +295,191 @@ def _parse_parameters(values: tuple[str, ...]) -> dict[str, str]:
     help="A parameter for the run's tasks (repeatable).",
 )
 @click.option("--creator", default="cli", show_default=True, help="Who asked for the run.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the run to end, printing each task run's state change; exit 0 if it "
+    "succeeded, 1 if it failed or was cancelled. A scheduler must be running.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    callback=_finite,
+    default=None,
+    metavar="SECONDS",
+    help="With --wait: give up after this long (exit 124; the run goes on).",
+)
 @pass_ctx
-def trigger(obj: Context, dag: str, parameters: tuple[str, ...], creator: str) -> None:
+def trigger(
+    obj: Context,
+    dag: str,
+    parameters: tuple[str, ...],
+    creator: str,
+    wait: bool,
+    timeout: float | None,
+) -> None:
     """Create a run of DAG now and print its id."""
     from workflows_tick.scheduler import trigger_dag
 
+    if timeout is not None and not wait:
+        raise UsageError("--timeout needs --wait")
     params = _parse_parameters(parameters)
     loaded = obj.registry.get(_known_dag(obj.registry, dag))
     run = trigger_dag(loaded, creator=creator, parameters=params)
     click.echo(run.id)
+    if wait:
+        _wait(run.id, timeout)
+
+
+def _wait(run_id: int, timeout: float | None) -> None:
+    from workflows_tick.logs import redact
+    from workflows_tick.queries import TaskRunRow
+    from workflows_tick.scheduler import wait_for_run
+
+    def show(task_run: TaskRunRow) -> None:
+        moment = task_run.ended_at or task_run.started_at or task_run.created_at
+        detail = f": {redact(task_run.error)}" if task_run.error else ""
+        click.echo(
+            f"{moment.strftime('%H:%M:%S')}  {task_run.task_name} attempt {task_run.attempt} "
+            f"{task_run.status.value}{detail}"
+        )
+
+    run = wait_for_run(run_id, timeout=timeout, on_change=show)
+    message = f": {redact(run.message)}" if run.message else ""
+    click.echo(f"run {run.id} {run.status.value}{message}")
+    if run.status.value != "succeeded":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_id", type=int, metavar="RUN_ID")
+@click.option("--reason", metavar="TEXT", help="Why: stored in the run's message.")
+@click.option("--by", default="cli", show_default=True, help="Who cancels (stored).")
+@pass_ctx
+def cancel(obj: Context, run_id: int, reason: str | None, by: str) -> None:
+    """Cancel a running run: its waiting task runs are cancelled, and its running
+    attempts are stopped by the next pass of the scheduler running them."""
+    from workflows_tick.scheduler import cancel_run
+
+    done = cancel_run(run_id, reason=reason, by=by)
+    stopping = f", {done.running} running attempt(s) to be stopped" if done.running else ""
+    click.echo(f"run {run_id} cancelled ({done.waiting} waiting task run(s) cancelled{stopping})")
+
+
+@cli.command()
+@click.argument("run_id", type=int, metavar="RUN_ID")
+@click.option("--all", "every_task", is_flag=True, help="Rerun every task, succeeded ones too.")
+@click.option("--by", default="cli", show_default=True, help="Who reruns (stored).")
+@pass_ctx
+def rerun(obj: Context, run_id: int, every_task: bool, by: str) -> None:
+    """Rerun an ended run from failure, in place: its failed and cancelled tasks and
+    everything downstream of them get new attempts; succeeded tasks are kept.
+
+    Earlier attempts stay in the history with their logs. A scheduler runs it.
+    """
+    from workflows_tick.scheduler import rerun_run
+
+    done = rerun_run(run_id, every_task=every_task, by=by, registry=obj.registry)
+    what = ", ".join(done.tasks) if done.tasks else "no task yet run"
+    click.echo(f"run {run_id} ({done.run.dag_name}) is running again: new attempts of {what}")
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--start", required=True, metavar="ISO_TIME", help="First time of the range.")
+@click.option("--end", required=True, metavar="ISO_TIME", help="Last time of the range.")
+@click.option("--dry-run", is_flag=True, help="Print the fire times; create nothing.")
+@click.option("--rerun-failed", is_flag=True, help="Rerun failed runs of the range in place.")
+@click.option("--yes", is_flag=True, help="Allow more than 1,000 fire times.")
+@click.option("--by", default="cli", show_default=True, help="Who backfills (the runs' creator).")
+@pass_ctx
+def backfill(
+    obj: Context,
+    dag: str,
+    start: str,
+    end: str,
+    dry_run: bool,
+    rerun_failed: bool,
+    yes: bool,
+    by: str,
+) -> None:
+    """Create one run of DAG per fire time of its schedule between --start and --end
+    (inclusive; times without an offset are in the DAG's time zone).
+
+    Times that already have a run are skipped (--rerun-failed reruns the failed
+    ones). Runs execute in time order, behind runs already queued; a scheduler
+    runs them.
+    """
+    from workflows_tick import scheduler
+
+    loaded = obj.registry.get(_known_dag(obj.registry, dag))
+    first = scheduler.parse_time(start, loaded.timezone, "--start")
+    last = scheduler.parse_time(end, loaded.timezone, "--end")
+    done = scheduler.backfill(
+        loaded,
+        first,
+        last,
+        dry_run=dry_run,
+        rerun_failed=rerun_failed,
+        confirm_many=yes,
+        by=by,
+    )
+    later = f"; {done.later} later time(s) left to the schedule" if done.later else ""
+    if dry_run:
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(loaded.timezone)
+        existing = {r.scheduled_for: r for r in [*done.skipped, *done.rerun]}
+        for time in done.times:
+            run = existing.get(time)
+            if run is None:
+                note = "new run"
+            elif run in done.rerun:
+                note = f"run {run.id} failed: rerun"
+            else:
+                note = f"run {run.id} {run.status.value}: skipped"
+            click.echo(f"{time.astimezone(zone).isoformat()}  {note}")
+        click.echo(
+            f"dry run: {len(done.times) - len(existing)} to create, {len(done.skipped)} to skip"
+            + (f", {len(done.rerun)} to rerun" if rerun_failed else "")
+            + later
+        )
+        return
+    click.echo(
+        f"{dag}: {len(done.created)} run(s) created, {len(done.skipped)} skipped"
+        + (f", {len(done.rerun)} failed run(s) rerun" if rerun_failed else "")
+        + later
+    )
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--by", default="cli", show_default=True, help="Who pauses (stored).")
+@pass_ctx
+def pause(obj: Context, dag: str, by: str) -> None:
+    """Stop creating scheduled runs of DAG, for every scheduler.
+
+    Runs already created go on; manual triggers and backfills are still accepted
+    and run.
+    """
+    from workflows_tick.scheduler import pause_dag
+
+    name = _known_dag(obj.registry, dag)
+    changed = pause_dag(name, by=by)
+    click.echo(f"DAG {name} {'paused' if changed else 'was already paused'}")
+
+
+@cli.command()
+@click.argument("dag")
+@click.option("--by", default="cli", show_default=True, help="Who unpauses (stored).")
+@pass_ctx
+def unpause(obj: Context, dag: str, by: str) -> None:
+    """Schedule DAG again from its next fire time (missed times are not replayed)."""
+    from workflows_tick.scheduler import unpause_dag
+
+    name = _known_dag(obj.registry, dag)
+    changed = unpause_dag(name, by=by)
+    click.echo(f"DAG {name} {'unpaused' if changed else 'was not paused'}")
 
 
 @cli.command()
@@ -307,6 +511,40 @@ def logs(obj: Context, task_run: int) -> None:
     from workflows_tick.reports import task_run_log
 
     click.echo(task_run_log(task_run), nl=False)
+
+
+@cli.command()
+@click.option(
+    "--older-than", required=True, metavar="DURATION", help="e.g. 90d, 12h, 30m, 45s, 2w."
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be removed; remove nothing.")
+@pass_ctx
+def prune(obj: Context, older_than: str, dry_run: bool) -> None:
+    """Delete finished runs that ended more than DURATION ago, with their task runs
+    and logs, in small batches. Never a running run, nor a DAG's most recent run."""
+    from workflows_tick import scheduler
+
+    done = scheduler.prune(scheduler.parse_duration(older_than), dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for dag, (runs, task_runs) in done.by_dag.items():
+        click.echo(f"{dag}: {verb} {runs} run(s), {task_runs} task run(s)")
+    click.echo(
+        f"{verb} {done.runs} run(s) and {done.task_runs} task run(s) that ended before "
+        f"{done.cutoff.strftime('%Y-%m-%d %H:%M:%S')} UTC"
+        + (f"; {done.heartbeats} old scheduler heartbeat(s)" if done.heartbeats else "")
+    )
+
+
+@cli.command()
+@pass_ctx
+def status(obj: Context) -> None:
+    """Schedulers seen in the last 5 minutes, paused DAGs, running and waiting work,
+    and the next fire times."""
+    from workflows_tick.reports import status_lines
+    from workflows_tick.scheduler import status as read_status
+
+    for line in status_lines(read_status()):
+        click.echo(line)
 
 
 @cli.command()

@@ -77,3 +77,16 @@ def latest_fire(expr: str, tz: str, at_or_before: datetime) -> datetime:
         if fire.astimezone(UTC) <= limit:
             return fire.astimezone(UTC)
     raise AssertionError("cron iteration ended")  # pragma: no cover - cronsim iterates forever
+
+
+def fire_times(expr: str, tz: str, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """The fire times in ``[start, end]``, in order; at most ``limit`` + 1 of them (so a
+    caller can tell that there are more than ``limit``)."""
+    times: list[datetime] = []
+    local = (start - timedelta(microseconds=1)).astimezone(_zone(tz))
+    for fire in CronSim(expr, local):
+        fire_utc = fire.astimezone(UTC)
+        if fire_utc > end or len(times) > limit:
+            break
+        times.append(fire_utc)
+    return times

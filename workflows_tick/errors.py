@@ -53,6 +53,24 @@ class UnknownTaskError(UsageError, KeyError):
         self.name = name
 
 
+class UnknownRunError(UsageError):
+    """A run id that the database does not hold."""
+
+    def __init__(self, run_id: int) -> None:
+        super().__init__(f"no run {run_id}")
+        self.run_id = run_id
+
+
+class RunStateError(WorkflowsError):
+    """A run is not in a state that allows the command (cancel a finished run...)."""
+
+
+class RunWaitTimeout(WorkflowsError):
+    """A run did not end within the time given to wait for it (exit code 124, like timeout(1))."""
+
+    exit_code = 124
+
+
 class DagLoadError(WorkflowsError):
     """A DAG folder or task file that cannot be loaded.
 

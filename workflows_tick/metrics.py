@@ -179,6 +179,27 @@ def database_lines(g: queries.Gauges) -> Iterator[str]:
         ((_labels(dag=dag), at.timestamp()) for dag, at in sorted(g.next_fire.items())),
     )
     yield from _family(
+        "dag_paused",
+        "1 for each paused DAG (its schedule creates no runs).",
+        ((_labels(dag=dag), 1.0) for dag in g.paused),
+    )
+    yield from _family(
+        "scheduler_last_pass_timestamp_seconds",
+        "When each running scheduler last completed a pass.",
+        (
+            (_labels(scheduler=s.id, host=s.host, manager=s.manager), s.last_pass_at.timestamp())
+            for s in g.schedulers
+        ),
+    )
+    yield from _family(
+        "scheduler_last_pass_duration_seconds",
+        "How long each running scheduler's last pass took.",
+        (
+            (_labels(scheduler=s.id, host=s.host, manager=s.manager), s.last_pass_seconds)
+            for s in g.schedulers
+        ),
+    )
+    yield from _family(
         "events_undelivered",
         "Events not yet delivered to every hook and integration (and not given up).",
         [("", g.events_undelivered)],

@@ -12,8 +12,10 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     Identity,
     Index,
@@ -33,8 +35,10 @@ __all__ = [
     "CronitorMonitor",
     "DagRun",
     "DagSchedule",
+    "DagState",
     "Event",
     "RunStatus",
+    "SchedulerHeartbeat",
     "TaskRun",
     "TaskStatus",
     "Trigger",
@@ -126,6 +130,38 @@ class TaskRun(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     output_tail: Mapped[str | None] = mapped_column(Text)
+    superseded: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    """A rerun replaced this attempt: it stays in the history, the run's plan ignores it."""
+
+
+class DagState(Base):
+    """Per-DAG switches set by operators (``pause``), shared by every scheduler."""
+
+    __tablename__ = "dag_state"
+
+    dag_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    paused_at: Mapped[datetime | None] = mapped_column(TZ)
+    paused_by: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(TZ)
+
+
+class SchedulerHeartbeat(Base):
+    """One row per scheduler process, updated by each of its passes."""
+
+    __tablename__ = "scheduler_heartbeat"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    host: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    manager: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(TZ)
+    last_pass_at: Mapped[datetime] = mapped_column(TZ)
+    last_pass_seconds: Mapped[float] = mapped_column(Double)
+    dags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    """The names of the DAGs this scheduler has loaded (and so runs)."""
+    stopped_at: Mapped[datetime | None] = mapped_column(TZ)
+    """Set when the process exits cleanly; NULL while it runs (or after a crash)."""
 
 
 class Event(Base):

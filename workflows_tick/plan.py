@@ -21,6 +21,8 @@ class TaskRunState:
     task_name: str
     attempt: int
     status: TaskStatus
+    superseded: bool = False
+    """Replaced by a rerun: history only, ignored by the plan (but never renumbered)."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,11 @@ class _State(enum.Enum):
 
 
 def latest_attempts(task_runs: Iterable[TaskRunState]) -> dict[str, TaskRunState]:
+    """The latest attempt of each task that a rerun has not superseded."""
     latest: dict[str, TaskRunState] = {}
     for run in task_runs:
+        if run.superseded:
+            continue
         seen = latest.get(run.task_name)
         if seen is None or run.attempt > seen.attempt:
             latest[run.task_name] = run
@@ -60,7 +65,15 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
     A run succeeds when every task succeeded, and fails once nothing more can run:
     independent branches still finish first.
     """
+    task_runs = list(task_runs)
     latest = latest_attempts(task_runs)
+    # Attempt numbers go on across reruns; the retry budget counts the current ones.
+    numbered: dict[str, int] = {}
+    current: dict[str, int] = {}
+    for run in task_runs:
+        numbered[run.task_name] = max(numbered.get(run.task_name, 0), run.attempt)
+        if not run.superseded:
+            current[run.task_name] = current.get(run.task_name, 0) + 1
     states: dict[str, _State] = {}
     create: list[NewTaskRun] = []
     for task in dag.tasks.values():  # topological order: inputs are decided first
@@ -70,16 +83,18 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
             if any(s in (_State.DEAD, _State.BLOCKED) for s in inputs):
                 states[task.name] = _State.BLOCKED
             elif all(s is _State.DONE for s in inputs):
-                create.append(NewTaskRun(task.name, 1, now))
+                create.append(NewTaskRun(task.name, numbered.get(task.name, 0) + 1, now))
                 states[task.name] = _State.ACTIVE
             else:
                 states[task.name] = _State.PENDING
         elif last.status is TaskStatus.SUCCEEDED:
             states[task.name] = _State.DONE
+        elif last.status is TaskStatus.CANCELLED:
+            states[task.name] = _State.DEAD  # never retried
         elif last.status is TaskStatus.FAILED:
-            if last.attempt < dag.max_attempts(task):
+            if current[task.name] < dag.max_attempts(task):
                 delay = timedelta(seconds=dag.retry_delay_of(task))
-                create.append(NewTaskRun(task.name, last.attempt + 1, now + delay))
+                create.append(NewTaskRun(task.name, numbered[task.name] + 1, now + delay))
                 states[task.name] = _State.ACTIVE
             else:
                 states[task.name] = _State.DEAD
@@ -93,9 +108,32 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
         return RunPlan(finish=RunStatus.SUCCEEDED)
     blocked = sorted(name for name, s in states.items() if s is _State.BLOCKED)
     message = "failed: " + ", ".join(
-        f"{name} (after {latest[name].attempt} attempt{'s' if latest[name].attempt > 1 else ''})"
+        f"{name} (after {current[name]} attempt{'s' if current[name] > 1 else ''})"
+        if latest[name].status is TaskStatus.FAILED
+        else f"{name} (cancelled)"
         for name in dead
     )
     if blocked:
         message += "; not run: " + ", ".join(blocked)
     return RunPlan(finish=RunStatus.FAILED, message=message)
+
+
+def tasks_to_rerun(
+    task_runs: Iterable[TaskRunState], dag: Dag | None, every_task: bool = False
+) -> list[str]:
+    """The tasks whose current attempts a rerun supersedes: with ``every_task``, all
+    that ran; otherwise those that failed or were cancelled and, when ``dag`` is
+    known, every task downstream of them that ran. Sorted by name."""
+    latest = latest_attempts(task_runs)
+    if every_task:
+        return sorted(latest)
+    chosen = {
+        name
+        for name, run in latest.items()
+        if run.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    }
+    if dag is not None:
+        for task in dag.tasks.values():  # topological order: inputs are decided first
+            if any(name in chosen for name in task.inputs) and task.name in latest:
+                chosen.add(task.name)
+    return sorted(chosen)

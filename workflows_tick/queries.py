@@ -28,6 +28,7 @@ class Cursor:
     schedule: str
     timezone: str
     next_fire_at: datetime
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def running_task_runs(conn: Connection, manager: str) -> list[RunningTaskRun]:
     rows = conn.execute(
         text(
             "SELECT t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, t.host, "
-            "t.started_at, t.lease_expires_at "
+            "t.started_at, t.lease_expires_at, r.status = 'cancelled' AS cancelled "
             "FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'running' AND t.manager = :manager ORDER BY t.id"
         ),
@@ -132,23 +133,36 @@ def running_task_runs(conn: Connection, manager: str) -> list[RunningTaskRun]:
             host=r.host,
             started_at=r.started_at,
             lease_expires_at=r.lease_expires_at,
+            cancelled=r.cancelled,
         )
         for r in rows
     ]
 
 
+_ENDED_STATUS = (
+    "CASE WHEN v.status = 'succeeded' THEN 'succeeded' "
+    "WHEN r.status = 'cancelled' THEN 'cancelled' ELSE v.status END"
+)
+"""How an attempt ends: a success always stands; any other end of an attempt of a
+cancelled run is ``cancelled`` (never failed, so never retried)."""
+
+
 def record_outcomes(conn: Connection, outcomes: Sequence[Outcome], now: datetime) -> int:
-    """Finish the running task runs in ``outcomes``; rows no longer running are left alone."""
+    """Finish the running task runs in ``outcomes``; rows no longer running are left alone.
+
+    A terminal status is never overwritten: only rows still ``running`` change.
+    """
     if not outcomes:
         return 0
     result = conn.execute(
         text(
-            "UPDATE task_run t SET status = v.status, ended_at = :now, exit_code = v.exit_code, "
-            "error = v.error, output_tail = COALESCE(v.tail, t.output_tail), lease_expires_at = NULL "
+            f"UPDATE task_run t SET status = {_ENDED_STATUS}, ended_at = :now, "
+            "exit_code = v.exit_code, error = v.error, "
+            "output_tail = COALESCE(v.tail, t.output_tail), lease_expires_at = NULL "
             "FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]), "
             "CAST(:codes AS integer[]), CAST(:errors AS text[]), CAST(:tails AS text[])) "
-            "AS v(id, status, exit_code, error, tail) "
-            "WHERE t.id = v.id AND t.status = 'running'"
+            "AS v(id, status, exit_code, error, tail), dag_run r "
+            "WHERE t.id = v.id AND t.status = 'running' AND r.id = t.dag_run_id"
         ),
         {
             "now": now,
@@ -191,13 +205,18 @@ def renew_leases(conn: Connection, task_run_ids: Sequence[int], until: datetime)
 
 
 def expire_leases(conn: Connection, now: datetime) -> list[int]:
-    """Fail running task runs whose lease ran out (their scheduler died); their ids."""
+    """End running task runs whose lease ran out (their scheduler died); their ids.
+
+    They are failed (and so retried), or ``cancelled`` when their run was cancelled.
+    """
     rows = conn.execute(
         text(
-            "UPDATE task_run SET status = 'failed', ended_at = :now, "
-            "error = 'lease expired: ' || COALESCE(host, 'its scheduler') "
+            "UPDATE task_run t SET status = CASE WHEN r.status = 'cancelled' THEN 'cancelled' "
+            "ELSE 'failed' END, ended_at = :now, "
+            "error = 'lease expired: ' || COALESCE(t.host, 'its scheduler') "
             "|| ' stopped reporting on it (crashed or lost)', lease_expires_at = NULL "
-            "WHERE status = 'running' AND lease_expires_at < :now RETURNING id"
+            "FROM dag_run r WHERE t.status = 'running' AND t.lease_expires_at < :now "
+            "AND r.id = t.dag_run_id RETURNING t.id"
         ),
         {"now": now},
     )
@@ -248,13 +267,15 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
     """The cursors of ``dag_names`` that are due, locked; ones locked elsewhere are skipped."""
     rows = conn.execute(
         text(
-            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
-            "WHERE dag_name = ANY(CAST(:names AS text[])) AND next_fire_at <= :now "
-            "ORDER BY dag_name FOR UPDATE SKIP LOCKED"
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, EXISTS ("
+            "SELECT 1 FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
+            "FROM dag_schedule s "
+            "WHERE s.dag_name = ANY(CAST(:names AS text[])) AND s.next_fire_at <= :now "
+            "ORDER BY s.dag_name FOR UPDATE OF s SKIP LOCKED"
         ),
         {"names": list(dag_names), "now": now},
     )
-    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at) for r in rows]
+    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused) for r in rows]
 
 
 def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
@@ -310,6 +331,27 @@ def insert_manual_run(
     return _run_row(row)
 
 
+# --- waking schedulers --------------------------------------------------------------
+
+WORK_CHANNEL = "workflows_work"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel that wakes sleeping schedulers."""
+
+
+def notify_work(conn: Connection) -> None:
+    """Wake every scheduler sleeping on this database once the transaction commits.
+
+    Call it in the transaction that creates or changes work (a trigger, a rerun...):
+    PostgreSQL delivers the notification on commit and drops it on rollback. A lost
+    notification only costs latency: schedulers still pass every ``--interval``.
+    """
+    conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": WORK_CHANNEL})
+
+
+def listen_for_work(conn: Connection) -> None:
+    """Subscribe ``conn`` (in autocommit mode) to :func:`notify_work`'s notifications."""
+    conn.execute(text(f"LISTEN {WORK_CHANNEL}"))
+
+
 # --- advancing runs -----------------------------------------------------------------
 
 
@@ -330,13 +372,15 @@ def task_run_states(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, l
     if dag_run_ids:
         rows = conn.execute(
             text(
-                "SELECT dag_run_id, task_name, attempt, status FROM task_run "
+                "SELECT dag_run_id, task_name, attempt, status, superseded FROM task_run "
                 "WHERE dag_run_id = ANY(CAST(:ids AS bigint[]))"
             ),
             {"ids": list(dag_run_ids)},
         )
         for r in rows:
-            states[r.dag_run_id].append(TaskRunState(r.task_name, r.attempt, TaskStatus(r.status)))
+            states[r.dag_run_id].append(
+                TaskRunState(r.task_name, r.attempt, TaskStatus(r.status), r.superseded)
+            )
     return states
 
 
@@ -513,6 +557,221 @@ def has_running_runs(conn: Connection, dag_names: Sequence[str]) -> bool:
     )
 
 
+def next_retry_at(conn: Connection, now: datetime) -> datetime | None:
+    """The earliest ``not_before`` still ahead of ``now`` among waiting task runs."""
+    value: datetime | None = conn.execute(
+        text("SELECT min(not_before) FROM task_run WHERE status = 'waiting' AND not_before > :now"),
+        {"now": now},
+    ).scalar_one()
+    return value
+
+
+# --- control: cancel ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    run: DagRunRow
+    waiting: int
+    """Waiting task runs cancelled with the run."""
+    running: int
+    """Running attempts left for their scheduler's next pass to stop."""
+
+
+def lock_run(conn: Connection, run_id: int) -> DagRunRow | None:
+    """The run, locked until the end of the transaction (waits for a pass holding it)."""
+    row = conn.execute(
+        text(f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE id = :id FOR UPDATE"), {"id": run_id}
+    ).one_or_none()
+    return None if row is None else _run_row(row)
+
+
+def cancel_run(conn: Connection, run_id: int, message: str, now: datetime) -> Cancelled | None:
+    """End a running run ``cancelled`` with its waiting task runs; None if it is not running.
+
+    Its running attempts stay ``running`` until the pass of the scheduler that runs
+    them has stopped them (then they are recorded ``cancelled``).
+    """
+    row = conn.execute(
+        text(
+            "UPDATE dag_run SET status = 'cancelled', ended_at = :now, message = :message "
+            f"WHERE id = :id AND status = 'running' RETURNING {_RUN_COLUMNS}"
+        ),
+        {"id": run_id, "now": now, "message": message},
+    ).one_or_none()
+    if row is None:
+        return None
+    waiting = conn.execute(
+        text(
+            "UPDATE task_run SET status = 'cancelled', ended_at = :now, error = :message "
+            "WHERE dag_run_id = :id AND status = 'waiting'"
+        ),
+        {"id": run_id, "now": now, "message": message},
+    ).rowcount
+    # A separate statement: it must see a claim that committed while the update waited.
+    running = conn.execute(
+        text("SELECT count(*) FROM task_run WHERE dag_run_id = :id AND status = 'running'"),
+        {"id": run_id},
+    ).scalar_one()
+    return Cancelled(_run_row(row), waiting, int(running))
+
+
+# --- scheduler heartbeats ----------------------------------------------------------
+
+
+def record_heartbeat(
+    conn: Connection,
+    scheduler_id: str,
+    host: str,
+    pid: int,
+    manager: str,
+    pass_at: datetime,
+    pass_seconds: float,
+    dags: Sequence[str] | None,
+) -> None:
+    """Upsert this scheduler's row; ``dags`` None keeps the stored list (unchanged)."""
+    conn.execute(
+        text(
+            "INSERT INTO scheduler_heartbeat (id, host, pid, manager, started_at, last_pass_at, "
+            "last_pass_seconds, dags) VALUES (:id, :host, :pid, :manager, :at, :at, :seconds, "
+            "COALESCE(CAST(:dags AS text[]), '{}')) ON CONFLICT (id) DO UPDATE SET "
+            "last_pass_at = excluded.last_pass_at, last_pass_seconds = excluded.last_pass_seconds, "
+            "dags = COALESCE(CAST(:dags AS text[]), scheduler_heartbeat.dags), stopped_at = NULL"
+        ),
+        {
+            "id": scheduler_id,
+            "host": host,
+            "pid": pid,
+            "manager": manager,
+            "at": pass_at,
+            "seconds": pass_seconds,
+            "dags": None if dags is None else list(dags),
+        },
+    )
+
+
+def mark_scheduler_stopped(conn: Connection, scheduler_id: str, now: datetime) -> None:
+    conn.execute(
+        text("UPDATE scheduler_heartbeat SET stopped_at = :now WHERE id = :id"),
+        {"id": scheduler_id, "now": now},
+    )
+
+
+# --- control: pause -------------------------------------------------------------------
+
+
+def set_paused(conn: Connection, dag_name: str, paused: bool, by: str, now: datetime) -> bool:
+    """Pause or unpause a DAG; whether it was paused before (the row locked until commit)."""
+    before = conn.execute(
+        text("SELECT paused FROM dag_state WHERE dag_name = :dag FOR UPDATE"), {"dag": dag_name}
+    ).scalar_one_or_none()
+    conn.execute(
+        text(
+            "INSERT INTO dag_state (dag_name, paused, paused_at, paused_by, updated_at) "
+            "VALUES (:dag, :paused, CASE WHEN :paused THEN CAST(:now AS timestamptz) END, "
+            "CASE WHEN :paused THEN :by END, :now) "
+            "ON CONFLICT (dag_name) DO UPDATE SET paused = excluded.paused, "
+            "paused_at = CASE WHEN dag_state.paused AND excluded.paused THEN dag_state.paused_at "
+            "ELSE excluded.paused_at END, "
+            "paused_by = CASE WHEN dag_state.paused AND excluded.paused THEN dag_state.paused_by "
+            "ELSE excluded.paused_by END, updated_at = excluded.updated_at"
+        ),
+        {"dag": dag_name, "paused": paused, "by": by, "now": now},
+    )
+    return bool(before)
+
+
+@dataclass(frozen=True)
+class PausedDag:
+    dag_name: str
+    paused_at: datetime | None
+    paused_by: str | None
+
+
+def paused_dags(conn: Connection) -> list[PausedDag]:
+    rows = conn.execute(
+        text("SELECT dag_name, paused_at, paused_by FROM dag_state WHERE paused ORDER BY dag_name")
+    )
+    return [PausedDag(r.dag_name, r.paused_at, r.paused_by) for r in rows]
+
+
+def lock_cursor(conn: Connection, dag_name: str) -> Cursor | None:
+    row = conn.execute(
+        text(
+            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
+            "WHERE dag_name = :dag FOR UPDATE"
+        ),
+        {"dag": dag_name},
+    ).one_or_none()
+    return (
+        None if row is None else Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at)
+    )
+
+
+# --- control: rerun -------------------------------------------------------------------
+
+
+def rerun_run(
+    conn: Connection, run_id: int, task_names: Sequence[str], message: str, now: datetime
+) -> int:
+    """Supersede the current attempts of ``task_names`` and set the ended run running
+    again, so that the next pass gives them new attempts; how many were superseded."""
+    superseded = conn.execute(
+        text(
+            "UPDATE task_run SET superseded = true WHERE dag_run_id = :id "
+            "AND task_name = ANY(CAST(:names AS text[])) AND NOT superseded "
+            "AND status IN ('succeeded', 'failed', 'cancelled')"
+        ),
+        {"id": run_id, "names": list(task_names)},
+    ).rowcount
+    conn.execute(
+        text(
+            "UPDATE dag_run SET status = 'running', ended_at = NULL, message = :message "
+            "WHERE id = :id AND status <> 'running'"
+        ),
+        {"id": run_id, "message": message},
+    )
+    return superseded
+
+
+# --- control: backfill ------------------------------------------------------------------
+
+
+def runs_at(
+    conn: Connection, dag_name: str, times: Sequence[datetime]
+) -> dict[datetime, DagRunRow]:
+    """The runs of ``dag_name`` scheduled for any of ``times``, by scheduled time."""
+    if not times:
+        return {}
+    rows = conn.execute(
+        text(
+            f"SELECT {_RUN_COLUMNS} FROM dag_run WHERE dag_name = :dag "
+            "AND scheduled_for = ANY(CAST(:times AS timestamptz[]))"
+        ),
+        {"dag": dag_name, "times": list(times)},
+    )
+    found = [_run_row(r) for r in rows]
+    return {r.scheduled_for: r for r in found if r.scheduled_for is not None}
+
+
+def insert_backfill_runs(
+    conn: Connection, dag_name: str, times: Sequence[datetime], creator: str, now: datetime
+) -> list[DagRunRow]:
+    """Create one run per time, in time order; a time that has a run already is skipped."""
+    if not times:
+        return []
+    rows = conn.execute(
+        text(
+            "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
+            "created_at) SELECT :dag, 'running', 'backfill', v.fire, :creator, '{}', :now "
+            "FROM unnest(CAST(:times AS timestamptz[])) AS v(fire) ORDER BY v.fire "
+            f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
+        ),
+        {"dag": dag_name, "times": sorted(times), "creator": creator, "now": now},
+    )
+    return sorted((_run_row(r) for r in rows), key=lambda r: r.id)
+
+
 # --- events (the outbox) ----------------------------------------------------------------
 
 
@@ -662,13 +921,16 @@ def run_summaries(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, Run
     return summaries
 
 
-def prune_delivered_events(conn: Connection, before: datetime) -> int:
-    """Delete events delivered or given up before ``before``; how many."""
-    result = conn.execute(
-        text("DELETE FROM event WHERE (delivered_at < :before OR given_up_at < :before)"),
-        {"before": before},
-    )
-    return result.rowcount
+def prune_events(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` events delivered or given up before ``before`` (those of
+    pruned runs among them); how many."""
+    return conn.execute(
+        text(
+            "DELETE FROM event WHERE id IN (SELECT id FROM event "
+            "WHERE COALESCE(delivered_at, given_up_at) < :before LIMIT :limit)"
+        ),
+        {"before": before, "limit": limit},
+    ).rowcount
 
 
 # --- metrics ----------------------------------------------------------------------------
@@ -692,9 +954,20 @@ class LastScheduled:
 
 
 @dataclass(frozen=True)
+class SchedulerGauges:
+    id: str
+    host: str
+    manager: str
+    last_pass_at: datetime
+    last_pass_seconds: float
+
+
+@dataclass(frozen=True)
 class Gauges:
     runs: list[RunGroup]
     last_scheduled: list[LastScheduled]
+    paused: list[str]
+    schedulers: list[SchedulerGauges]
     next_fire: dict[str, datetime]
     task_runs_waiting: int
     task_runs_running: int
@@ -754,9 +1027,25 @@ def metric_gauges(conn: Connection) -> Gauges:
         r.dag_name: r.next_fire_at
         for r in conn.execute(text("SELECT dag_name, next_fire_at FROM dag_schedule"))
     }
+    paused = list(
+        conn.execute(
+            text("SELECT dag_name FROM dag_state WHERE paused ORDER BY dag_name")
+        ).scalars()
+    )
+    schedulers = [
+        SchedulerGauges(r.id, r.host, r.manager, r.last_pass_at, float(r.last_pass_seconds))
+        for r in conn.execute(
+            text(
+                "SELECT id, host, manager, last_pass_at, last_pass_seconds "
+                "FROM scheduler_heartbeat WHERE stopped_at IS NULL ORDER BY id"
+            )
+        )
+    ]
     return Gauges(
         runs=runs,
         last_scheduled=last_scheduled,
+        paused=paused,
+        schedulers=schedulers,
         next_fire=next_fire,
         task_runs_waiting=int(row.waiting),
         task_runs_running=int(row.running),
@@ -912,3 +1201,129 @@ def latest_failures(conn: Connection, limit: int) -> list[FailedTaskRun]:
         {"limit": limit},
     )
     return [FailedTaskRun(_task_row(r), r.dag_name) for r in rows]
+
+
+# --- control: pruning, status ----------------------------------------------------------
+
+
+_PRUNABLE = (
+    "FROM dag_run r WHERE r.status <> 'running' AND r.ended_at < :cutoff "
+    "AND r.id <> (SELECT max(m.id) FROM dag_run m WHERE m.dag_name = r.dag_name) "
+    "AND NOT EXISTS (SELECT 1 FROM task_run t WHERE t.dag_run_id = r.id "
+    "AND t.status IN ('waiting', 'running'))"
+)
+"""Finished runs that ended before the cutoff, except each DAG's most recent run and
+runs with attempts still being stopped."""
+
+
+def prunable_runs(conn: Connection, cutoff: datetime) -> dict[str, tuple[int, int]]:
+    """What a prune would delete: DAG -> (runs, task runs)."""
+    rows = conn.execute(
+        text(
+            "SELECT r.dag_name, count(*) AS runs, sum((SELECT count(*) FROM task_run t "
+            f"WHERE t.dag_run_id = r.id)) AS task_runs {_PRUNABLE} GROUP BY r.dag_name "
+            "ORDER BY r.dag_name"
+        ),
+        {"cutoff": cutoff},
+    )
+    return {r.dag_name: (int(r.runs), int(r.task_runs or 0)) for r in rows}
+
+
+def prune_batch(conn: Connection, cutoff: datetime, limit: int) -> dict[str, tuple[int, int]]:
+    """Delete up to ``limit`` prunable runs with their task runs (and their output);
+    rows locked by someone else are skipped. DAG -> (runs, task runs) deleted."""
+    rows = conn.execute(
+        text(
+            f"WITH doomed AS (SELECT r.id, r.dag_name {_PRUNABLE} ORDER BY r.id LIMIT :limit "
+            "FOR UPDATE OF r SKIP LOCKED), "
+            "counted AS (SELECT d.id, d.dag_name, (SELECT count(*) FROM task_run t "
+            "WHERE t.dag_run_id = d.id) AS task_runs FROM doomed d), "
+            "deleted AS (DELETE FROM dag_run r USING counted c WHERE r.id = c.id "
+            "RETURNING r.dag_name, c.task_runs) "
+            "SELECT dag_name, count(*) AS runs, sum(task_runs) AS task_runs FROM deleted "
+            "GROUP BY dag_name"
+        ),
+        {"cutoff": cutoff, "limit": limit},
+    )
+    return {r.dag_name: (int(r.runs), int(r.task_runs or 0)) for r in rows}
+
+
+def prune_heartbeats(conn: Connection, cutoff: datetime) -> int:
+    """Delete the heartbeat rows of schedulers not seen since ``cutoff``."""
+    return conn.execute(
+        text("DELETE FROM scheduler_heartbeat WHERE last_pass_at < :cutoff"), {"cutoff": cutoff}
+    ).rowcount
+
+
+@dataclass(frozen=True)
+class SchedulerRow:
+    id: str
+    host: str
+    pid: int
+    manager: str
+    started_at: datetime
+    last_pass_at: datetime
+    last_pass_seconds: float
+    dags: list[str]
+    stopped_at: datetime | None
+
+
+def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
+    """The schedulers whose last pass was at or after ``since``, latest first."""
+    rows = conn.execute(
+        text(
+            "SELECT id, host, pid, manager, started_at, last_pass_at, last_pass_seconds, dags, "
+            "stopped_at FROM scheduler_heartbeat WHERE last_pass_at >= :since "
+            "ORDER BY last_pass_at DESC, id"
+        ),
+        {"since": since},
+    )
+    return [
+        SchedulerRow(
+            r.id,
+            r.host,
+            r.pid,
+            r.manager,
+            r.started_at,
+            r.last_pass_at,
+            r.last_pass_seconds,
+            list(r.dags),
+            r.stopped_at,
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Activity:
+    running_runs: int
+    running_task_runs: int
+    waiting_task_runs: int
+    """Waiting task runs whose retry delay (if any) has passed: ready to start."""
+    oldest_waiting_since: datetime | None
+    """When the longest-waiting ready task run became ready."""
+
+
+def activity(conn: Connection, now: datetime) -> Activity:
+    row = conn.execute(
+        text(
+            "SELECT (SELECT count(*) FROM dag_run WHERE status = 'running') AS runs, "
+            "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting' AND not_before <= :now) "
+            "AS waiting, (SELECT min(GREATEST(created_at, not_before)) FROM task_run "
+            "WHERE status = 'waiting' AND not_before <= :now) AS oldest"
+        ),
+        {"now": now},
+    ).one()
+    return Activity(int(row.runs), int(row.running), int(row.waiting), row.oldest)
+
+
+def next_fire_times(conn: Connection) -> list[Cursor]:
+    rows = conn.execute(
+        text(
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, EXISTS (SELECT 1 "
+            "FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
+            "FROM dag_schedule s ORDER BY s.next_fire_at, s.dag_name"
+        )
+    )
+    return [Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused) for r in rows]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from workflows_tick import queries
 from workflows_tick.errors import UsageError
 from workflows_tick.logs import redact
+
+if TYPE_CHECKING:
+    from workflows_tick.scheduler import Status
 
 
 def _time(value: datetime | None) -> str:
@@ -91,7 +95,10 @@ def runs_table(dag_name: str | None, limit: int) -> list[str]:
         with db.engine.connect() as conn:
             runs = queries.recent_runs(conn, dag_name, limit)
             tasks = queries.task_runs_of(conn, [r.id for r in runs])
-    return format_runs(runs, tasks)
+            paused = queries.paused_dags(conn)
+    shown = [p for p in paused if dag_name is None or p.dag_name == dag_name]
+    head = [f"paused: {', '.join(p.dag_name for p in shown)}", ""] if shown else []
+    return head + format_runs(runs, tasks)
 
 
 def task_run_log(task_run_id: int) -> str:
@@ -111,3 +118,66 @@ def task_run_log(task_run_id: int) -> str:
         f"{'' if not row.error else f': {row.error}'}\n"
     )
     return redact(header + (output or "(no output recorded)\n"))
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def status_lines(status: Status) -> list[str]:
+    """What ``workflows CONFIG status`` prints."""
+    now = status.now
+    lines = ["schedulers seen in the last 5 minutes:"]
+    rows = [
+        [
+            s.host,
+            str(s.pid),
+            s.manager,
+            f"{_age((now - s.last_pass_at).total_seconds())} ago",
+            f"{s.last_pass_seconds * 1000:.0f}ms",
+            f"up {_age((now - s.started_at).total_seconds())}"
+            + (" (stopped)" if s.stopped_at else ""),
+            f"{len(s.dags)}: {', '.join(s.dags)}" if len(s.dags) <= 5 else f"{len(s.dags)}",
+        ]
+        for s in status.schedulers
+    ]
+    if rows:
+        headers = ["HOST", "PID", "MANAGER", "LAST PASS", "TOOK", "STATE", "DAGS"]
+        lines += ["  " + line for line in table(headers, rows)]
+    else:
+        lines.append("  none")
+    paused = ", ".join(p.dag_name for p in status.paused) or "none"
+    lines.append(f"paused DAGs: {paused}")
+    act = status.activity
+    oldest = (
+        f" (oldest waiting {_age((now - act.oldest_waiting_since).total_seconds())})"
+        if act.oldest_waiting_since
+        else ""
+    )
+    lines.append(
+        f"runs running: {act.running_runs}; task runs running: {act.running_task_runs}, "
+        f"waiting: {act.waiting_task_runs}{oldest}"
+    )
+    lines.append("next fire times (UTC):")
+    if status.schedules:
+        lines += [
+            "  " + line
+            for line in table(
+                ["DAG", "NEXT", "SCHEDULE"],
+                [
+                    [
+                        c.dag_name,
+                        _time(c.next_fire_at.astimezone(UTC)) + (" (paused)" if c.paused else ""),
+                        f"{c.schedule} ({c.timezone})",
+                    ]
+                    for c in status.schedules
+                ],
+            )
+        ]
+    else:
+        lines.append("  none")
+    return lines

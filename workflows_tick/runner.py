@@ -233,33 +233,43 @@ def _run_shell(
 
     sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        proc = subprocess.Popen(
-            ["bash", str(task.path)],
-            env=task_environment(task, environ),
-            cwd=str(dag.path),
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise TaskFailed(dag.name, task.name, f"cannot start bash: {exc.strerror}") from None
+    proc: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        if proc is None:  # bash is being started: stop as soon as it is
+            pending.append(signum)
+            return
         raise TaskFailed(dag.name, task.name, f"stopped by {signal.Signals(signum).name}")
 
     # bash runs in its own process group (so a timeout can end all of it): pass a
-    # SIGTERM for this process on to that group instead of leaving it behind.
+    # SIGTERM for this process on to that group instead of leaving it behind. The
+    # handler is in place before bash starts, so no SIGTERM falls in between.
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop) if main else None
     try:
+        try:
+            proc = subprocess.Popen(
+                ["bash", str(task.path)],
+                env=task_environment(task, environ),
+                cwd=str(dag.path),
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TaskFailed(dag.name, task.name, f"cannot start bash: {exc.strerror}") from None
+        if pending:
+            stop(pending[0], None)
         code = proc.wait(timeout=task.timeout)
     except subprocess.TimeoutExpired:
+        assert proc is not None
         _kill_group(proc.pid)
         proc.wait()
         raise TaskFailed(dag.name, task.name, f"timed out after {task.timeout:g}s") from None
     except BaseException:
-        _kill_group(proc.pid)
-        proc.wait()
+        if proc is not None:
+            _kill_group(proc.pid)
+            proc.wait()
         raise
     finally:
         if main:

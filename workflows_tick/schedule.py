@@ -35,6 +35,7 @@ from workflows_tick.managers.base import ManagerSettings, TaskManager
 from workflows_tick.managers.lookup import find_manager
 from workflows_tick.outbox import DeliveryThread, Outbox
 from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
+from workflows_tick.wakeup import WorkListener
 
 if TYPE_CHECKING:
     from workflows_tick.metrics_server import MetricsServer
@@ -53,6 +54,7 @@ class SchedulerOptions:
     until_idle: bool = False
     interval: float = 5.0
     concurrency: int = 1
+    fork_server: bool = True
     max_running: int = 20
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
@@ -64,14 +66,27 @@ CRONITOR_SYNC_RETRY_SECONDS = 60.0
 """After a failed Cronitor monitor sync (or one left to another replica), when to try again."""
 
 
+RETRY_CHECK_SECONDS = 1.0
+"""A loop about to sleep longer than this first asks when the next retry is due."""
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
 def build_manager(name: str, registry: DagRegistry, options: SchedulerOptions) -> TaskManager:
     """The manager ``name`` (``worker``, ``kubernetes`` or ``package.module:ClassName``)."""
     manager_class = find_manager(name, options.config)
-    settings = ManagerSettings(concurrency=options.concurrency, max_running=options.max_running)
+    settings = ManagerSettings(
+        concurrency=options.concurrency,
+        max_running=options.max_running,
+        fork_server=options.fork_server,
+    )
     try:
-        return manager_class.create(registry, settings)
+        manager = manager_class.create(registry, settings)
     except TypeError as exc:  # a subclass whose __init__ wants other arguments
         raise TaskManagerError(name, f"cannot be built: {exc} (override create())") from None
+    return manager
 
 
 def build_sinks(
@@ -187,6 +202,8 @@ class Loop:
         self._checked_at = time.monotonic()
         self._woken = threading.Event()
         self.engine = engine
+        self.listener: WorkListener | None = None
+        """Set while looping: wakes the loop when work is notified."""
         self.cronitor = CronitorSettings.from_environment()
         self._cronitor_synced: int | None = None
         """The registry generation whose monitors were last synced."""
@@ -206,7 +223,12 @@ class Loop:
                 if self.options.once:
                     self._once()
                 else:
-                    self._loop()
+                    self.listener = WorkListener(self.engine, self._woken.set)
+                    self.listener.start()
+                    try:
+                        self._loop()
+                    finally:
+                        self.listener.stop()
             self._shutdown()
         finally:
             if server is not None:
@@ -299,7 +321,10 @@ class Loop:
                 return
             if result.did_work:
                 continue
-            self._sleep(self._sleep_time(result.next_fire_at))
+            timeout = self._sleep_time(result.next_fire_at)
+            if timeout > RETRY_CHECK_SECONDS:
+                timeout = self._sleep_time(_earliest(result.next_fire_at, self._next_retry_at()))
+            self._sleep(timeout)
 
     def _reload_if_changed(self) -> None:
         """Pick up DAG edits without a restart (a schedule edit applies from now on)."""
@@ -324,6 +349,13 @@ class Loop:
             log.exception("cannot tell whether runs are still running")
             return False
 
+    def _next_retry_at(self) -> datetime | None:
+        """When a retry waiting out its delay is due (None if unknown: the interval decides)."""
+        try:
+            return self.ticker.next_retry_at()
+        except Exception:
+            return None
+
     def _sleep_time(self, next_fire_at: datetime | None) -> float:
         timeout = self.options.interval
         if self.manager.in_flight():
@@ -334,13 +366,16 @@ class Loop:
         return timeout
 
     def _sleep(self, timeout: float) -> None:
-        """Sleep up to ``timeout``; wake when a task finishes or a signal arrives."""
+        """Sleep up to ``timeout``; wake when a task finishes, work is notified
+        (:mod:`workflows_tick.wakeup`) or a signal arrives."""
         deadline = time.monotonic() + timeout
         while not self._woken.is_set():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            if self.manager.wait(min(remaining, 0.25)):
+            if not self.manager.in_flight():
+                self._woken.wait(min(remaining, 0.25))  # nothing of ours can finish
+            elif self.manager.wait(min(remaining, 0.25)):
                 return
         self._woken.clear()
 
@@ -373,6 +408,10 @@ class Loop:
                     "and they will be retried",
                     len(outcomes),
                 )
+        try:
+            self.ticker.mark_stopped()
+        except Exception:  # the database may be away: the row just ages out
+            log.debug("cannot record the heartbeat's stop", exc_info=True)
 
     @contextmanager
     def _signals(self) -> Iterator[None]:
@@ -381,22 +420,7 @@ class Loop:
             return
 
         def handle(signum: int, frame: FrameType | None) -> None:
-            if self.stop_signal is None:
-                log.info(
-                    "received %s: %s",
-                    signal.Signals(signum).name,
-                    "finishing running tasks, then exiting"
-                    if signum == signal.SIGINT
-                    else "stopping running tasks, then exiting",
-                )
-            # A second SIGINT after the first escalates to SIGTERM's behaviour.
-            if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
-                signum = signal.SIGTERM
-            self.stop_signal = signum
-            self.ticker.starting = False
-            if signum == signal.SIGTERM:
-                self._terminating.set()
-            self._woken.set()
+            self.stop(signum)
 
         previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -404,3 +428,22 @@ class Loop:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """What SIGINT (finish running tasks) or SIGTERM (stop them) does, from any thread."""
+        if self.stop_signal is None:
+            log.info(
+                "received %s: %s",
+                signal.Signals(signum).name,
+                "finishing running tasks, then exiting"
+                if signum == signal.SIGINT
+                else "stopping running tasks, then exiting",
+            )
+        # A second SIGINT after the first escalates to SIGTERM's behaviour.
+        if self.stop_signal == signal.SIGINT and signum == signal.SIGINT:
+            signum = signal.SIGTERM
+        self.stop_signal = signum
+        self.ticker.starting = False
+        if signum == signal.SIGTERM:
+            self._terminating.set()
+        self._woken.set()

@@ -17,8 +17,10 @@ class TaskStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Trigger(enum.StrEnum):
     SCHEDULE = "schedule"
     MANUAL = "manual"
+    BACKFILL = "backfill"

@@ -80,7 +80,9 @@ class InstantManager(TaskManager):
     :meth:`start` raise :class:`~workflows_tick.errors.LaunchError`; with
     ``finish=False`` every attempt stays running until ``finish`` is set again.
     An attempt whose row is no longer running (another scheduler failed it) is
-    dropped, as a real manager stops it. ``started`` lists every launch, in order.
+    dropped, as a real manager stops it; one whose run was cancelled is reported
+    failed at once (the tick records it cancelled). ``started`` lists every launch,
+    in order.
     """
 
     name: ClassVar[str] = "test"
@@ -115,11 +117,16 @@ class InstantManager(TaskManager):
 
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
         rows = {row.id for row in running}
+        cancelled = {row.id for row in running if row.cancelled}
         for lost in [i for i in self._pending if i not in rows]:
             del self._pending[lost]
         finished: list[Outcome] = []
         alive: list[int] = []
         for task_run_id, (launch, started) in list(self._pending.items()):
+            if task_run_id in cancelled:  # stopped at once, as a real manager stops it
+                finished.append(Outcome(task_run_id, succeeded=False, error="cancelled"))
+                del self._pending[task_run_id]
+                continue
             outcome = self._end(launch, started)
             if outcome is None:
                 alive.append(task_run_id)

@@ -9,14 +9,19 @@ Order within a pass:
 1. poll the manager about the task runs it has running (outside any transaction);
 2. in one transaction: record what finished, renew leases of what is alive, fail
    what lost its lease, create due scheduled runs, advance the earliest running run
-   of each DAG (create ready task runs and retries, end finished runs), and claim
-   the oldest waiting task runs; commit;
+   of each DAG (create ready task runs and retries, end finished runs), claim
+   the oldest waiting task runs, and record this scheduler's heartbeat (every
+   pass that writes anyway, else at most once a second); commit;
 3. launch the claimed task runs; a launch that fails fails its attempt.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 DEFAULT_LEASE_SECONDS = 60.0
+HEARTBEAT_SECONDS = 1.0
+"""An idle pass records the scheduler's heartbeat if the last one is this old."""
 
 
 def utc_now() -> datetime:
@@ -92,6 +99,13 @@ class Ticker:
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
         self._broken: dict[str, DagLoadError] = {}
+        self.scheduler_id = uuid.uuid4().hex
+        """This scheduler's row in ``scheduler_heartbeat``."""
+        self._host = socket.gethostname()
+        self._beat_dags: tuple[str, ...] | None = None
+        """The DAG list last committed in the heartbeat (None: never)."""
+        self._beat_at: float | None = None
+        """``time.perf_counter()`` at the start of the pass of the last heartbeat."""
         self._unrecorded: list[Outcome] = []
         """Outcomes the manager reported that are not committed yet: a manager
         reports an outcome once, so a pass that fails (the database went away)
@@ -121,6 +135,7 @@ class Ticker:
 
     def run_pass(self) -> PassResult:
         result = PassResult()
+        started = time.perf_counter()
         with self.engine.connect() as conn:
             alive = self._poll(conn)
             now = self.clock()
@@ -133,6 +148,21 @@ class Ticker:
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
                 claims = self._claim(conn, now) if self.starting else []
+                dags = tuple(sorted(self._dags))
+                beat = self._heartbeat_due(result, bool(claims or alive), dags, started)
+                if beat:
+                    queries.record_heartbeat(
+                        conn,
+                        self.scheduler_id,
+                        self._host,
+                        os.getpid(),
+                        self.manager.name,
+                        now,
+                        time.perf_counter() - started,
+                        None if dags == self._beat_dags else dags,
+                    )
+            if beat:
+                self._beat_dags, self._beat_at = dags, started
             self._unrecorded.clear()
             self._launch(conn, claims, result)
         if result.did_work:
@@ -169,10 +199,43 @@ class Ticker:
         self._unrecorded.clear()
         return recorded
 
+    def _heartbeat_due(
+        self, result: PassResult, wrote: bool, dags: tuple[str, ...], started: float
+    ) -> bool:
+        """Whether this pass records the heartbeat: when it writes anyway, when the
+        loaded DAGs changed, or when the last heartbeat is HEARTBEAT_SECONDS old.
+
+        An idle pass writes nothing else, and its commit is then free; writing the
+        heartbeat on every one of them would cost a WAL flush each.
+        """
+        wrote = wrote or bool(
+            result.finished
+            or result.expired
+            or result.created_runs
+            or result.created_task_runs
+            or result.ended_runs
+        )
+        return (
+            wrote
+            or dags != self._beat_dags
+            or self._beat_at is None
+            or started - self._beat_at >= HEARTBEAT_SECONDS
+        )
+
+    def mark_stopped(self) -> None:
+        """Record in the heartbeat row that this scheduler exited cleanly."""
+        with self.engine.begin() as conn:
+            queries.mark_scheduler_stopped(conn, self.scheduler_id, self.clock())
+
     def has_running_runs(self) -> bool:
         """Whether any run of a loaded DAG is running (whoever is advancing it)."""
         with self.engine.connect() as conn:
             return queries.has_running_runs(conn, list(self._dags))
+
+    def next_retry_at(self) -> datetime | None:
+        """When the earliest retry waiting out its ``retry_delay`` becomes due, if any."""
+        with self.engine.connect() as conn:
+            return queries.next_retry_at(conn, self.clock())
 
     def _poll(self, conn: Connection) -> Sequence[int]:
         """Ask the manager about its running task runs; the ids still alive."""
@@ -238,8 +301,12 @@ class Ticker:
             except Exception as exc:
                 log.error("DAG %s: cannot compute its schedule: %s", cursor.dag_name, exc)
                 continue
-            # However many fire times were missed, only the most recent one runs.
-            runs.append((cursor.dag_name, fire))
+            # However many fire times were missed, only the most recent one runs; a
+            # paused DAG's cursor moves on without a run, so unpausing replays nothing.
+            if cursor.paused:
+                log.info("DAG %s is paused: no run for %s", cursor.dag_name, fire)
+            else:
+                runs.append((cursor.dag_name, fire))
             advanced.append(
                 queries.Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following)
             )

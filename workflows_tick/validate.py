@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -62,15 +62,18 @@ def validate_registry(
     return report
 
 
-def list_lines(registry: DagRegistry, now: datetime | None = None) -> list[str]:
-    """One line per DAG: schedule, time zone and task count, or why it does not load."""
+def list_lines(
+    registry: DagRegistry, now: datetime | None = None, paused: Collection[str] = ()
+) -> list[str]:
+    """One line per DAG: schedule, time zone and task count, or why it does not load;
+    ``, PAUSED`` for the DAGs in ``paused``."""
     lines = []
     for name in registry.names():
         result = registry.load(name)
         if isinstance(result, DagLoadError):
             lines.append(f"{name}: BROKEN: {result}")
         else:
-            lines.append(dag_line(result, now))
+            lines.append(dag_line(result, now) + (", PAUSED" if name in paused else ""))
     if not lines:
         lines.append(f"no DAGs in {registry.root}")
     return lines

@@ -300,6 +300,12 @@ def test_sigint_lets_the_running_task_finish(
     ]
 
 
+LISTENING = (
+    "SELECT count(*) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND query LIKE 'LISTEN %'"
+)
+
+
 def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
@@ -313,8 +319,15 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
             lambda: query(database_url, "SELECT dag_name FROM dag_schedule") == [("old",)],
             what="the scheduler's first pass",
         )
-        write_project(
-            tmp_path, {"new": {"workflow.yaml": "description: x\n", "b.yaml": "type: no_op\n"}}
+        new = {
+            "workflow.yaml": "description: x\nschedule: '0 3 * * *'\n",
+            "b.yaml": "type: no_op\n",
+        }
+        write_project(tmp_path, {"new": new})
+        # Nothing wakes the scheduler: its next reload sees the DAG (and writes its cursor).
+        wait_for(
+            lambda: ("new",) in query(database_url, "SELECT dag_name FROM dag_schedule"),
+            what="the scheduler to load the new DAG",
         )
         assert workflows(config, "trigger", "new", env=subprocess_env).returncode == 0
         wait_for(
@@ -325,3 +338,22 @@ def test_a_looping_scheduler_picks_up_a_new_dag_without_restart(
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert "reloading" in err
+
+
+def test_a_cli_trigger_wakes_a_sleeping_scheduler(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    write_project(tmp_path, {"d": {"workflow.yaml": "description: x\n", "a.yaml": "type: no_op\n"}})
+    config = str(tmp_path / "config.py")
+    proc = start_scheduler(config, subprocess_env, "--interval", "3600")
+    try:
+        wait_for(lambda: query(database_url, LISTENING)[0][0] == 1, what="the scheduler to listen")
+        trig = workflows(config, "trigger", "d", env=subprocess_env)
+        assert trig.returncode == 0, trig.stderr
+        wait_for(
+            lambda: query(database_url, "SELECT status FROM dag_run") == [("succeeded",)],
+            what="the run to succeed long before the scheduler's interval",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -225,3 +225,23 @@ def test_two_schedulers_never_deliver_one_event_at_once(
         (e, k["dag_run"].id, k["task_run"].id if k["task_run"] else None) for e, k in hook.calls
     ]
     assert len(keys) == len(set(keys)) == 5 * 6
+
+
+def test_prune_deletes_delivered_events_and_keeps_undelivered_ones(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from workflows_tick.scheduler import prune
+
+    reg = write_project(tmp_path, {"d": FLAKY})
+    trigger_dag("d", creator="t", engine=engine, clock=clock)
+    t = run_to_the_end(engine, reg, clock)
+    outbox(engine, t).drain()  # delivered (to no hook)
+    trigger_dag("d", creator="t", engine=engine, clock=clock)  # not delivered yet
+    delivered = rows(engine, "SELECT count(*) FROM event WHERE delivered_at IS NOT NULL")[0][0]
+    assert delivered > 0
+    # Deliveries are stamped by the database's clock, not the fake one.
+    prune(timedelta(0), engine=engine, clock=lambda: datetime.now(UTC) + timedelta(seconds=1))
+    assert rows(engine, "SELECT count(*) FROM event WHERE delivered_at IS NOT NULL") == [(0,)]
+    assert rows(engine, "SELECT kind FROM event") == [("run_started",)]

@@ -158,3 +158,20 @@ def test_a_loop_is_judged_from_its_start_until_its_first_pass() -> None:
     )
     assert check_loop(100, started_at=0, interval=20, now=159) is None  # 3 x 20 s
     assert check_loop(100, started_at=0, interval=20, now=161) is not None
+
+
+def test_paused_dags_and_scheduler_heartbeats_are_gauges(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    from workflows_tick import queries
+
+    with engine.begin() as conn:
+        queries.set_paused(conn, "quiet", True, "ops", clock.now)
+        queries.record_heartbeat(conn, "s-1", "host-a", 42, "worker", clock.now, 0.25, ["quiet"])
+    got = samples(metrics.render(engine))
+    assert got[("workflows_dag_paused", (("dag", "quiet"),))] == 1
+    labels = (("host", "host-a"), ("manager", "worker"), ("scheduler", "s-1"))
+    assert got[("workflows_scheduler_last_pass_duration_seconds", labels)] == 0.25
+    assert got[("workflows_scheduler_last_pass_timestamp_seconds", labels)] == (
+        clock.now.timestamp()
+    )

@@ -355,3 +355,42 @@ def test_in_process_loop_once(
     finally:
         kubelet.close()
         engine.dispose()
+
+
+def test_cancel_deletes_the_pending_pods_of_the_run_and_records_them_cancelled(
+    emu: EmulatorThread, tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CronJob-style ``--once`` pass after the cancel (a fresh manager, the kubelet never
+    stepped: every pod is still Pending) deletes the run's pods over HTTP."""
+    from workflows_tick import database
+    from workflows_tick.config import load_registry
+    from workflows_tick.schedule import Loop, SchedulerOptions, build_manager
+    from workflows_tick.scheduler import cancel_run, trigger_dag
+
+    config = str(write_fan_project(tmp_path / "project"))
+    monkeypatch.setenv("KUBECONFIG", str(emu.write_kubeconfig(tmp_path / "kubeconfig")))
+    registry = load_registry(config)
+    options = SchedulerOptions(config=config, manager="kubernetes", once=True)
+    engine = database.make_engine(sqlalchemy_url(database_url), purpose="test")
+    kubelet = make_kubelet(emu, tmp_path)
+    try:
+        run = trigger_dag(registry.get(DAG), creator="test", engine=engine)
+        driver = Driver(
+            emu,
+            kubelet,
+            lambda: Loop(
+                registry, build_manager("kubernetes", registry, options), engine, options
+            ).run(),
+        )
+        driver.one_pass()
+        assert len(driver.pods()) == 1  # start.yaml's pod, Pending
+        cancel_run(run.id, engine=engine)
+        driver.one_pass()
+
+        assert driver.pods() == []
+        assert sum(n for (verb, _), n in driver.calls[-1].items() if verb == "DELETE") == 1
+        assert task_runs(database_url) and {r[2] for r in task_runs(database_url)} == {"cancelled"}
+        assert run_status(database_url) == "cancelled"
+    finally:
+        kubelet.close()
+        engine.dispose()

@@ -406,3 +406,60 @@ def test_started_at_without_timezone_is_utc(harness: Harness) -> None:
     )
     finished, _ = harness.poll()
     assert 3 in finished
+
+
+def cancel(harness: Harness, task_run_id: int) -> None:
+    row = harness.rows[task_run_id]
+    harness.rows[task_run_id] = RunningTaskRun(
+        row.id,
+        row.dag_run_id,
+        row.dag_name,
+        row.task_name,
+        row.attempt,
+        row.host,
+        row.started_at,
+        row.lease_expires_at,
+        cancelled=True,
+    )
+
+
+@pytest.mark.parametrize("phase", ["Pending", "Running"])
+def test_cancelled_attempt_has_its_pod_deleted_at_once(harness: Harness, phase: str) -> None:
+    name = harness.launch("etl", "load.yaml", 1)
+    harness.backend.set_status("default", name, {"phase": phase})
+    cancel(harness, 1)
+    finished, alive = harness.poll()
+    assert alive == []
+    assert finished[1].error == f"cancelled: pod {name} deleted"
+    assert not finished[1].succeeded
+    assert ("default", name) not in harness.backend.pods
+
+
+def test_cancelled_attempt_whose_pod_succeeded_keeps_its_success(harness: Harness) -> None:
+    name = harness.launch("etl", "load.yaml", 1)
+    harness.backend.set_status("default", name, terminated("Succeeded", 0, "Completed"))
+    cancel(harness, 1)
+    finished, _ = harness.poll()
+    assert finished[1].succeeded
+
+
+def test_cancelled_attempt_without_a_pod_ends_without_waiting_for_the_grace(
+    harness: Harness,
+) -> None:
+    harness.rows[9] = RunningTaskRun(
+        9, 1, "etl", "load.yaml", 1, "x", harness.clock(), None, cancelled=True
+    )
+    finished, alive = harness.poll()
+    assert alive == [] and not finished[9].succeeded
+
+
+def test_cancelled_pod_that_cannot_be_deleted_stays_alive_until_it_can(
+    harness: Harness,
+) -> None:
+    name = harness.launch("etl", "load.yaml", 1)
+    cancel(harness, 1)
+    harness.backend.fail_next["delete"] = [KubeTransientError(500, "InternalError", "etcd")] * 4
+    finished, alive = harness.poll()
+    assert finished == {} and alive == [1]
+    finished, _ = harness.poll()
+    assert 1 in finished and ("default", name) not in harness.backend.pods

@@ -11,6 +11,7 @@ launches and poll with the rows the database would hold.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -105,6 +106,28 @@ class WorkerHarness(Harness):
         return child.process.poll() is None
 
 
+class ForkedWorkerHarness(WorkerHarness):
+    """The worker manager as the scheduler runs it: real ``workflows CONFIG run``
+    attempts forked from its fork server."""
+
+    name = "forked worker"
+
+    def __init__(self, registry: DagRegistry, log_dir: Path, config: Path) -> None:
+        Harness.__init__(self, registry)
+        self.config = str(config)
+        self.manager = self.worker = WorkerTaskManager(
+            concurrency=2, log_dir=log_dir, kill_grace=0.2, shutdown_grace=0.2
+        )
+        self.worker.start_fork_server()
+
+    def launch(self, task: str) -> Launch:
+        return dataclasses.replace(super().launch(task), config=self.config)
+
+    def is_running(self, launch: Launch) -> bool:
+        child = self.worker._children.get(launch.task_run_id)
+        return child is not None and not child.exited
+
+
 class KubernetesHarness(Harness):
     name = "kubernetes"
     bounded = False
@@ -175,13 +198,16 @@ def _terminated(phase: str, exit_code: int) -> dict[str, Any]:
     return {"phase": phase, "containerStatuses": [{"name": "task", "state": state}]}
 
 
-@pytest.fixture(params=["worker", "kubernetes", "instant"])
+@pytest.fixture(params=["worker", "forked worker", "kubernetes", "instant"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     registry = write_project(tmp_path / "dags", {"contract": DAG})
     made: Harness
     if request.param == "worker":
         (tmp_path / "logs").mkdir()
         made = WorkerHarness(registry, tmp_path / "logs")
+    elif request.param == "forked worker":
+        (tmp_path / "logs").mkdir()
+        made = ForkedWorkerHarness(registry, tmp_path / "logs", tmp_path / "dags" / "config.py")
     elif request.param == "kubernetes":
         made = KubernetesHarness(registry)
     else:
@@ -315,6 +341,18 @@ def test_an_attempt_whose_row_is_no_longer_running_is_stopped(harness: Harness) 
     results = poll_until(harness, list, lambda r: not harness.is_running(launch))
 
     assert all(launch.task_run_id not in r.alive for r in results)
+
+
+def test_an_attempt_of_a_cancelled_run_is_stopped_and_reported_not_succeeded(
+    harness: Harness,
+) -> None:
+    (launch,) = start(harness, "hang")
+    cancelled = dataclasses.replace(row(harness, launch), cancelled=True)
+
+    results = poll_until(harness, lambda: [cancelled], lambda r: bool(r.finished))
+
+    assert not outcome_of(results, launch).succeeded  # the tick records it cancelled
+    assert not harness.is_running(launch)
 
 
 # --- capacity and shutdown --------------------------------------------------------------------

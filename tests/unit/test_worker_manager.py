@@ -6,6 +6,7 @@ Most tests replace the ``workflows ... run`` command with the task's body run by
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ from tests.support import wait_for
 from workflows_tick.dags import Dag, Task, TaskType
 from workflows_tick.errors import LaunchError
 from workflows_tick.managers.base import Launch, Outcome, RunningTaskRun
-from workflows_tick.managers.worker import SHUTDOWN_ERROR, WorkerTaskManager
+from workflows_tick.managers.worker import CANCELLED_ERROR, SHUTDOWN_ERROR, WorkerTaskManager
 
 
 def body_command(launch: Launch) -> list[str]:
@@ -514,3 +515,57 @@ def test_through_the_real_workflows_run_command(tmp_path: Path, log_dir: Path) -
     assert outcomes[2].exit_code == 1
     assert outcomes[2].error == "exit code 1: workflows: task d/fails.sh failed: exit code 3"
     assert "about to fail" in (outcomes[2].output_tail or "")
+
+
+def cancelled_row(launch: Launch) -> RunningTaskRun:
+    return dataclasses.replace(running_row(launch), cancelled=True)
+
+
+def test_cancelled_attempt_has_its_process_group_killed_after_the_grace(
+    manager: WorkerTaskManager, tmp_path: Path
+) -> None:
+    # Both ignore SIGTERM: only the SIGKILL to the group after the grace ends them.
+    pidfile = tmp_path / "grandchild.pid"
+    launch = make_launch(f"trap '' TERM; sleep 60 & echo $! > {pidfile}; wait; wait", shell=True)
+    manager.start(launch)
+    began = time.monotonic()
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() - began < 5, "the task never started its grandchild"
+        time.sleep(0.01)
+    grandchild = int(pidfile.read_text())
+
+    first = manager.poll([cancelled_row(launch)])  # SIGTERM, ignored
+    assert first.finished == [] and first.alive == [1]
+    outcomes: list[Outcome] = []
+    while not outcomes:
+        assert time.monotonic() - began < 10, "the cancelled attempt was never killed"
+        manager.wait(1.0)
+        outcomes = list(manager.poll([cancelled_row(launch)]).finished)
+
+    assert outcomes[0].error == CANCELLED_ERROR
+    assert not outcomes[0].succeeded
+    assert outcomes[0].exit_code == -signal.SIGKILL
+    assert gone(grandchild), "the grandchild survived the cancel"
+
+
+def test_cancelled_attempt_that_exits_zero_on_sigterm_succeeds(
+    manager: WorkerTaskManager, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    launch = make_launch(f"trap 'exit 0' TERM; touch {ready}; sleep 60 & wait", shell=True)
+    manager.start(launch)
+    began = time.monotonic()
+    while not ready.exists():  # SIGTERM before the trap is set would kill the shell
+        assert time.monotonic() - began < 10, "the task never set its trap"
+        time.sleep(0.01)
+    manager.poll([cancelled_row(launch)])
+    outcome = run_to_completion(manager, [launch])[1]
+    assert outcome.succeeded and outcome.error is None
+
+
+def test_cancel_of_another_schedulers_attempt_is_left_to_it(manager: WorkerTaskManager) -> None:
+    mine = make_launch("import time; time.sleep(60)", task_run_id=1)
+    theirs = make_launch("import time; time.sleep(60)", task_run_id=2)
+    manager.start(mine)
+    result = manager.poll([running_row(mine), cancelled_row(theirs)])
+    assert result.finished == [] and result.alive == [1]

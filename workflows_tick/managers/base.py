@@ -63,6 +63,8 @@ class RunningTaskRun:
     host: str | None
     started_at: datetime | None
     lease_expires_at: datetime | None
+    cancelled: bool = False
+    """Its run was cancelled: the manager running it must stop it (and report it ended)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class ManagerSettings:
     """``--concurrency``: attempts one scheduler process runs at once."""
     max_running: int
     """``--max-running``: attempts in flight across every scheduler."""
+    fork_server: bool = True
+    """``--fork-server/--no-fork-server``: the worker forks attempts from a warm server."""
 
 
 class TaskManager(ABC):
@@ -127,7 +131,10 @@ class TaskManager(ABC):
         """Report which of ``running`` finished and which are still alive.
 
         Task runs this manager knows nothing about (another scheduler's
-        subprocesses) are left out of both lists: their lease decides.
+        subprocesses) are left out of both lists: their lease decides. A row
+        marked ``cancelled`` is stopped (its process group killed, its pod
+        deleted) and reported finished once it is gone; the tick records any
+        attempt of a cancelled run that did not succeed as ``cancelled``.
         """
 
     def validate(self, dag: Dag, worker_config: Mapping[str, Any]) -> list[str]:

@@ -1,15 +1,20 @@
 """The ``worker`` task manager: each attempt runs as a local subprocess.
 
-An attempt is ``python -m workflows_tick <config> run <dag> -o <task>``, started in
-its own session (so it is the leader of its own process group) with stdin closed
-and stdout and stderr written to a temporary file, so a chatty task can never
-block on a full pipe. One small thread per child waits for it to exit and wakes
-:meth:`WorkerTaskManager.wait`, so the next task starts as soon as one ends.
+An attempt runs ``workflows <config> run <dag> -o <task>``, in its own session (so
+it is the leader of its own process group) with stdin closed and stdout and
+stderr written to a temporary file, so a chatty task can never block on a full
+pipe. By default it is forked from a warm fork server
+(:mod:`workflows_tick.forkserver`, a few milliseconds); when the server cannot
+start or dies, the manager says so once and from then on starts each attempt as
+``python -m workflows_tick ...`` (a new interpreter, about 65 ms). Each exit wakes
+:meth:`WorkerTaskManager.wait` (a small thread per exec'd child; the server's
+reader thread for forked ones), so the next task starts as soon as one ends.
 
 Only the loop thread starts, signals and reaps children; the waiting threads use
 ``waitid(WNOWAIT)``, which leaves the child a zombie until the loop thread reaps
 it. Until then its pid, and so its process group id, cannot be reused, so
-signalling the group is never aimed at an unrelated process.
+signalling the group is never aimed at an unrelated process. The fork server
+keeps the same rule: it reaps an attempt only when this manager says so.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from workflows_tick.managers.base import (
     RunningTaskRun,
     TaskManager,
 )
+from workflows_tick.managers.forking import ForkedAttempt, ForkServer, ForkServerError
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -53,6 +59,8 @@ DEFAULT_SHUTDOWN_GRACE = 10.0
 MAX_ERROR_CHARS = 500
 SHUTDOWN_ERROR = "stopped by scheduler shutdown (SIGTERM)"
 LOST_ERROR = "stopped: its task run is no longer running (its lease expired)"
+SERVER_LOST_ERROR = "stopped: the fork server that started it died"
+CANCELLED_ERROR = "cancelled: its run was cancelled; the attempt was stopped"
 
 CommandFactory = Callable[[Launch], Sequence[str]]
 """Builds the argument list of one attempt (no shell is involved)."""
@@ -61,12 +69,16 @@ CommandFactory = Callable[[Launch], Sequence[str]]
 @dataclass(eq=False)
 class _Child:
     launch: Launch
-    process: subprocess.Popen[bytes]
+    pid: int
     log_path: Path
     started: float
     """``time.monotonic()`` at spawn."""
+    process: subprocess.Popen[bytes] | None = None
+    """An exec'd child (else ``forked``)."""
+    forked: ForkedAttempt | None = None
+    """A child of the fork server."""
     waiter: threading.Thread | None = None
-    exited: bool = False
+    exit_seen: bool = False
     """Set by the waiting thread; the child is a zombie until the loop thread reaps it."""
     kill_at: float | None = None
     """Set when SIGTERM is sent: when SIGKILL follows if the child is still alive."""
@@ -76,8 +88,17 @@ class _Child:
     reaped_elsewhere: bool = False
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
+    def exited(self) -> bool:
+        if self.forked is not None:
+            return self.forked.exited
+        return self.exit_seen
+
+    @property
+    def pid_reserved(self) -> bool:
+        """Whether the pid (and group id) still names this child: safe to signal."""
+        if self.forked is not None:
+            return not self.forked.lost
+        return not self.reaped_elsewhere
 
     @property
     def deadline(self) -> float | None:
@@ -91,7 +112,9 @@ class WorkerTaskManager(TaskManager):
     ``log_dir`` is where the output files live while an attempt runs (the system
     temporary folder by default); each is deleted once its outcome is reported,
     the last ``output_tail_bytes`` of it being kept in :attr:`Outcome.output_tail`.
-    ``command`` replaces the ``workflows ... run`` command line (tests, wrappers).
+    ``command`` replaces the ``workflows ... run`` command line (tests, wrappers)
+    and turns the fork server off; so do ``fork_server=False`` and a subclass that
+    overrides :meth:`command_for`.
     """
 
     name: ClassVar[str] = "worker"
@@ -106,6 +129,7 @@ class WorkerTaskManager(TaskManager):
         command: CommandFactory | None = None,
         kill_grace: float = DEFAULT_KILL_GRACE,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        fork_server: bool = True,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -121,11 +145,61 @@ class WorkerTaskManager(TaskManager):
         # and only right before it scans the children, so no exit is ever missed.
         self._exited = threading.Event()
         self._host = f"{socket.gethostname()}:{os.getpid()}"
+        # A subclass that changes the command line (``nice``, a wrapper) needs a new
+        # process per attempt; one that changes only the environment does not.
+        self._use_server = (
+            fork_server
+            and command is None
+            and type(self).command_for is WorkerTaskManager.command_for
+            and sys.platform.startswith("linux")
+        )
+        self._server: ForkServer | None = None
+        self._polls = 0
+
+    # -- the fork server ----------------------------------------------------------
+
+    @property
+    def fork_server(self) -> ForkServer | None:
+        """The running fork server, if attempts start from one."""
+        return self._server if self._server is not None and self._server.alive else None
+
+    def start_fork_server(self) -> None:
+        """Start the fork server now (else the second :meth:`poll`, after the first
+        pass, or the first :meth:`start` does), without waiting for its imports; on
+        failure say so once and use a new interpreter per attempt from then on.
+
+        Call it from the thread that runs the loop: the server's parent-death signal
+        fires when the thread that started it ends.
+        """
+        if not self._use_server or self._server is not None:
+            return
+        self._server = ForkServer(self.python, self._exited.set)
+        try:
+            self._server.start()
+        except ForkServerError as exc:
+            self._fall_back(str(exc))
+            return
+        log.info("fork server starting as pid %s", self._server.pid)
+
+    def _fall_back(self, reason: str) -> None:
+        """Use the exec path from now on; the server's attempts were already marked lost."""
+        if not self._use_server:
+            return
+        self._use_server = False
+        log.warning(
+            "the fork server cannot start tasks (%s); starting each task as a new "
+            "interpreter from now on",
+            reason,
+        )
+        if self._server is not None and not any(
+            child.forked is not None for child in self._children.values()
+        ):
+            self._server.close()
 
     @classmethod
     def create(cls, registry: DagRegistry, settings: ManagerSettings) -> Self:
         """``concurrency`` from ``--concurrency``; a subclass with other arguments overrides this."""
-        return cls(concurrency=settings.concurrency)
+        return cls(concurrency=settings.concurrency, fork_server=settings.fork_server)
 
     # -- the TaskManager contract -------------------------------------------------
 
@@ -145,16 +219,7 @@ class WorkerTaskManager(TaskManager):
         """The argument list that runs ``launch``: ``python -m workflows_tick <config> run <dag> -o <task>``."""
         if self._command is not None:
             return list(self._command(launch))
-        return [
-            self.python,
-            "-m",
-            "workflows_tick",
-            launch.config,
-            "run",
-            launch.dag.name,
-            "-o",
-            launch.task.name,
-        ]
+        return [self.python, "-m", "workflows_tick", *_run_arguments(launch)]
 
     def environment_for(self, launch: Launch) -> dict[str, str]:
         """This process's environment, plus the trigger parameters and the run's ids.
@@ -189,23 +254,16 @@ class WorkerTaskManager(TaskManager):
             ) from None
         log_path = Path(name)
         try:
-            process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=fd,
-                stderr=subprocess.STDOUT,
-                env=self.environment_for(launch),
-                start_new_session=True,
-                close_fds=True,
-            )
-        except (OSError, ValueError) as exc:
-            log_path.unlink(missing_ok=True)
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            program = argv[0] if argv else "<empty command>"
-            raise LaunchError(f"cannot start {what}: {program}: {reason}") from None
+            child = self._fork(launch, fd, log_path)
+            if child is None:
+                child = self._exec(launch, argv, fd, log_path, what)
         finally:
             os.close(fd)
-        child = _Child(launch=launch, process=process, log_path=log_path, started=time.monotonic())
+        if child.process is None:
+            self._children[launch.task_run_id] = child
+            log.info("started %s as pid %d (forked)", what, child.pid)
+            return
+        process = child.process
         child.waiter = threading.Thread(
             target=self._wait_for_exit,
             args=(child,),
@@ -222,6 +280,54 @@ class WorkerTaskManager(TaskManager):
         self._children[launch.task_run_id] = child
         log.info("started %s as pid %d", what, process.pid)
 
+    def _fork(self, launch: Launch, fd: int, log_path: Path) -> _Child | None:
+        """Start the attempt from the fork server; None if there is none (any more)."""
+        if not self._use_server:
+            return None
+        self.start_fork_server()
+        server = self.fork_server
+        if server is None:
+            return None
+        try:
+            forked = server.spawn(
+                _run_arguments(launch), self.environment_for(launch), str(Path.cwd()), fd
+            )
+        except ForkServerError as exc:
+            self._fall_back(str(exc))
+            return None
+        return _Child(
+            launch=launch,
+            pid=forked.pid,
+            log_path=log_path,
+            started=time.monotonic(),
+            forked=forked,
+        )
+
+    def _exec(self, launch: Launch, argv: list[str], fd: int, log_path: Path, what: str) -> _Child:
+        """Start the attempt as a new process running ``argv``."""
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=fd,
+                stderr=subprocess.STDOUT,
+                env=self.environment_for(launch),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except (OSError, ValueError) as exc:
+            log_path.unlink(missing_ok=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            program = argv[0] if argv else "<empty command>"
+            raise LaunchError(f"cannot start {what}: {program}: {reason}") from None
+        return _Child(
+            launch=launch,
+            pid=process.pid,
+            log_path=log_path,
+            started=time.monotonic(),
+            process=process,
+        )
+
     def poll(self, running: Sequence[RunningTaskRun]) -> PollResult:
         """Outcomes of every child of this process that exited, and which are alive.
 
@@ -232,6 +338,12 @@ class WorkerTaskManager(TaskManager):
         elsewhere; so is a child past its timeout.
         """
         wanted = {row.id for row in running}
+        self._polls += 1
+        if self._polls == 2:
+            # Warm the fork server once the first pass is done: that pass (which fails
+            # the leases a killed predecessor left) must not compete with its imports.
+            self.start_fork_server()
+        self._stop_cancelled([row.id for row in running if row.cancelled], time.monotonic())
         self._stop_lost(wanted, time.monotonic())
         self._enforce_timeouts(time.monotonic())
         finished = self._collect()
@@ -292,12 +404,16 @@ class WorkerTaskManager(TaskManager):
                     child.kill_at = now + self.shutdown_grace
                 # One already stopping for its timeout keeps that reason and its SIGKILL time.
         self.wait_all()  # sends the SIGKILLs as they fall due
-        return self._collect()
+        outcomes = self._collect()
+        if self._server is not None:
+            self._server.close()
+        return outcomes
 
     # -- internals ------------------------------------------------------------
 
     def _wait_for_exit(self, child: _Child) -> None:
         """Waiting thread: block until the child exits, without reaping it, then wake the loop."""
+        assert child.process is not None
         try:
             if hasattr(os, "waitid"):
                 os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
@@ -308,12 +424,12 @@ class WorkerTaskManager(TaskManager):
         except Exception:  # pragma: no cover - never let the thread die silently
             log.exception("waiting for pid %d failed", child.pid)
         finally:
-            child.exited = True
+            child.exit_seen = True
             self._exited.set()
 
     def _signal(self, child: _Child, signum: signal.Signals) -> None:
-        """Signal the child's whole process group (it leads one: start_new_session)."""
-        if child.reaped_elsewhere:
+        """Signal the child's whole process group (it leads one: its own session)."""
+        if not child.pid_reserved:
             return
         try:
             os.killpg(child.pid, signum)
@@ -321,6 +437,28 @@ class WorkerTaskManager(TaskManager):
             pass
         except PermissionError as exc:
             log.warning("cannot send %s to process group %d: %s", signum.name, child.pid, exc)
+
+    def _stop_cancelled(self, task_run_ids: Sequence[int], now: float) -> None:
+        """SIGTERM the process groups of our attempts whose run was cancelled.
+
+        SIGKILL follows after ``kill_grace`` seconds (:meth:`_enforce_timeouts`);
+        one already being stopped (timeout) keeps its SIGKILL time.
+        """
+        for task_run_id in task_run_ids:
+            child = self._children.get(task_run_id)
+            if child is None or child.exited:
+                continue
+            if child.stop_reason != CANCELLED_ERROR:
+                child.stop_reason = CANCELLED_ERROR
+                log.info(
+                    "task %s/%s (task run %d): its run was cancelled; stopping it",
+                    child.launch.dag.name,
+                    child.launch.task.name,
+                    task_run_id,
+                )
+            if child.kill_at is None:
+                self._signal(child, signal.SIGTERM)
+                child.kill_at = now + self.kill_grace
 
     def _stop_lost(self, running: set[int], now: float) -> None:
         """Stop children whose task run the database no longer records as running.
@@ -394,25 +532,42 @@ class WorkerTaskManager(TaskManager):
             # The leader is a zombie, so its group id is still reserved: end anything
             # it left behind (a backgrounded grandchild) before reaping it.
             self._signal(child, signal.SIGKILL)
-            returncode = child.process.wait()
+            returncode: int | None
+            if child.process is not None:
+                returncode = child.process.wait()
+            else:
+                assert child.forked is not None and self._server is not None
+                returncode = child.forked.returncode
+                self._server.reap(child.forked)
+                if child.forked.lost and child.stop_reason is None:
+                    child.stop_reason = SERVER_LOST_ERROR
             if child.waiter is not None:
                 child.waiter.join()
             outcomes.append(self._outcome(child, returncode))
             del self._children[task_run_id]
             child.log_path.unlink(missing_ok=True)
+        if self._server is not None and self._server.stopped_reason and outcomes:
+            self._fall_back(self._server.stopped_reason)
         return outcomes
 
-    def _outcome(self, child: _Child, returncode: int) -> Outcome:
+    def _outcome(self, child: _Child, returncode: int | None) -> Outcome:
         tail = self._read_tail(child.log_path)
-        if child.stop_reason is not None:
+        error: str | None
+        if child.stop_reason == CANCELLED_ERROR and returncode == 0:
+            # It finished (or exited cleanly) as the stop arrived: a success stands.
+            succeeded = True
+            error = None
+        elif child.stop_reason is not None:
             succeeded = False
-            error: str | None = child.stop_reason
+            error = child.stop_reason
         elif returncode == 0:
             succeeded = True
             error = None
         else:
             succeeded = False
-            if returncode < 0:
+            if returncode is None:
+                error = "exit status unknown"
+            elif returncode < 0:
                 error = f"killed by signal {-returncode}{_signal_name(-returncode)}"
             else:
                 error = f"exit code {returncode}"
@@ -460,6 +615,11 @@ class WorkerTaskManager(TaskManager):
             data = data[skip:]
         # PostgreSQL text cannot hold NUL characters.
         return data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _run_arguments(launch: Launch) -> list[str]:
+    """``<config> run <dag> -o <task>``: the arguments of ``workflows`` for one attempt."""
+    return [launch.config, "run", launch.dag.name, "-o", launch.task.name]
 
 
 def _signal_name(signum: int) -> str:

@@ -216,6 +216,15 @@ class KubernetesTaskManager(TaskManager):
         for row in running:
             namespace, pending_timeout = placement[row.id]
             found = pods.get((row.id, row.attempt))
+            if row.cancelled:
+                if namespace in unlisted:
+                    continue
+                outcome = self._cancel(row, found)
+                if outcome is None:
+                    alive.append(row.id)  # the delete failed: try again next pass
+                else:
+                    finished.append(outcome)
+                continue
             if found is None:
                 if namespace not in unlisted and self._past_grace(_aware(row.started_at), now):
                     name = pod_name(row.dag_name, row.task_name, row.id, row.attempt)
@@ -306,6 +315,26 @@ class KubernetesTaskManager(TaskManager):
                 )
         return None
 
+    def _cancel(self, row: RunningTaskRun, state: PodState | None) -> Outcome | None:
+        """Delete the pod of an attempt of a cancelled run, whatever its phase (Pending
+        included); its outcome, or None when the pod could not be deleted.
+
+        A pod that already succeeded keeps its success. A pod created after this
+        pass (by a replica that claimed the row just before the cancel) is deleted
+        by a later pass as one whose row is no longer running.
+        """
+        if state is not None and state.phase == "Succeeded":
+            return self._judge(row, state, self._clock(), DEFAULT_PENDING_TIMEOUT)
+        name = pod_name(row.dag_name, row.task_name, row.id, row.attempt)
+        if state is not None:
+            tail = self._tail(state) if state.phase in ("Running", "Failed") else None
+            if not self._delete(state):
+                return None
+            return Outcome(
+                row.id, succeeded=False, error=f"cancelled: pod {name} deleted", output_tail=tail
+            )
+        return Outcome(row.id, succeeded=False, error=f"cancelled: pod {name} was not running")
+
     def _tail(self, state: PodState) -> str | None:
         try:
             text = self._retry(
@@ -327,7 +356,8 @@ class KubernetesTaskManager(TaskManager):
             return None
         return redact(text)
 
-    def _delete(self, state: PodState) -> None:
+    def _delete(self, state: PodState) -> bool:
+        """Delete a pod (one already gone counts as deleted); False if the API refused."""
         try:
             self._retry(self.backend.delete_pod, state.namespace, state.name)
         except KubeForbidden as exc:
@@ -336,8 +366,9 @@ class KubernetesTaskManager(TaskManager):
             log.warning(
                 "cannot delete pod %s/%s: %s", state.namespace, state.name, redact(str(exc))
             )
-            return
+            return False
         log.info("deleted pod %s/%s (%s)", state.namespace, state.name, state.phase)
+        return True
 
     def _configured_namespaces(self) -> frozenset[str]:
         """Every ``kube_namespace`` the loaded DAGs and tasks name.
