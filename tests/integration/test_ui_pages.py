@@ -307,7 +307,14 @@ def test_each_page_issues_a_fixed_number_of_queries(
         return len(statements)
 
     run_id, ids = insert_run(engine, "chain", "failed", {"a.sh": ["failed"]})
-    pages = ["/", "/dags/chain", f"/runs/{run_id}", f"/task-runs/{ids['a.sh'][0]}", "/failures"]
+    pages = [
+        "/",
+        "/dags/chain",
+        f"/runs/{run_id}",
+        f"/task-runs/{ids['a.sh'][0]}",
+        "/failures",
+        "/schedulers",
+    ]
     few = {path: count(path) for path in pages}
     for i in range(30):
         insert_run(
@@ -420,3 +427,98 @@ def test_a_database_outage_is_a_503_in_one_line(registry: DagRegistry, database_
         page = c.get("/", headers=BROWSER)
         assert page.status_code == 503 and "database unavailable" in page.text
         down.dispose()
+
+
+def test_metrics_and_healthz_are_served_and_need_the_token(
+    engine: sqlalchemy.Engine, registry: DagRegistry
+) -> None:
+    insert_run(engine, "solo", "running", {"only.sh": ["running"]})
+    with make_client(engine, registry, token="s3cret-token") as c:
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/healthz").status_code == 401
+        auth = {"Authorization": "Bearer s3cret-token"}
+        metrics = c.get("/metrics", headers=auth)
+        assert metrics.status_code == 200
+        assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert "workflows_database_up 1.0" in metrics.text
+        health = c.get("/healthz", headers=auth)
+        assert (health.status_code, health.text) == (200, "ok\n")
+
+
+# --- pause, cancel, rerun, schedulers -------------------------------------------------------
+
+
+def _csrf(c: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', c.get(path).text)
+    assert found is not None, f"no form on {path}"
+    return found.group(1)
+
+
+def test_pause_and_unpause_buttons(engine: sqlalchemy.Engine, registry: DagRegistry) -> None:
+    with make_client(engine, registry, allow_actions=True) as c:
+        token = _csrf(c, "/dags/chain")
+        assert "Pause" in c.get("/dags/chain").text
+        done = c.post("/dags/chain/pause", data={"csrf": token})
+        assert (done.status_code, done.headers["location"]) == (303, "/dags/chain")
+        dag = c.get("/api/dags/chain").json()["dag"]
+        assert dag["paused"] is True and dag["paused_by"].startswith("ui")
+        listed = {d["name"]: d["paused"] for d in c.get("/api/dags").json()["dags"]}
+        assert listed == {"broken": False, "chain": True, "solo": False}
+        assert "Unpause" in c.get("/dags/chain").text
+        assert c.post("/dags/chain/unpause", data={"csrf": token}).status_code == 303
+        assert c.get("/api/dags/chain").json()["dag"]["paused"] is False
+
+
+def test_cancel_a_running_run_and_rerun_a_failed_one(
+    engine: sqlalchemy.Engine, registry: DagRegistry
+) -> None:
+    running, _ = insert_run(
+        engine, "chain", "running", {"a.sh": ["succeeded"], "b.sh": ["waiting"]}
+    )
+    failed, _ = insert_run(
+        engine, "solo", "failed", {"only.sh": ["failed"]}, created=T0 + timedelta(minutes=1)
+    )
+    with make_client(engine, registry, allow_actions=True) as c:
+        token = _csrf(c, f"/runs/{running}")
+        assert "Cancel the run" in c.get(f"/runs/{running}").text
+        assert c.post(f"/runs/{running}/cancel", data={"csrf": token}).status_code == 303
+        after = c.get(f"/api/runs/{running}").json()
+        assert after["run"]["status"] == "cancelled"
+        assert {t["task"]: t["status"] for t in after["task_runs"]}["b.sh"] == "cancelled"
+        again = c.post(f"/runs/{running}/cancel", data={"csrf": token}, headers=BROWSER)
+        assert again.status_code == 409 and "already ended" in again.text
+        assert "Rerun from failure" in c.get(f"/runs/{failed}").text
+        assert c.post(f"/runs/{failed}/rerun", data={"csrf": token}).status_code == 303
+        assert c.get(f"/api/runs/{failed}").json()["run"]["status"] == "running"
+        missing = c.post("/runs/99999/cancel", data={"csrf": token})
+        assert missing.status_code == 404
+
+
+def test_schedulers_page_flags_stale_schedulers(
+    engine: sqlalchemy.Engine, registry: DagRegistry
+) -> None:
+    now = T0 + timedelta(hours=1)
+    with engine.begin() as conn:
+        for name, last, stopped in (
+            ("fresh", now - timedelta(seconds=5), None),
+            ("stuck", now - timedelta(minutes=10), None),
+            ("gone", now - timedelta(minutes=30), now - timedelta(minutes=30)),
+            ("ancient", now - timedelta(days=3), None),
+        ):
+            conn.execute(
+                text(
+                    "INSERT INTO scheduler_heartbeat (id, host, pid, manager, started_at, "
+                    "last_pass_at, last_pass_seconds, dags, stopped_at) VALUES (:id, 'h', 1, "
+                    "'worker', :started, :last, 0.01, '{a,b}', :stopped)"
+                ),
+                {"id": name, "started": now - timedelta(hours=2), "last": last, "stopped": stopped},
+            )
+    with make_client(engine, registry) as c:
+        rows = c.get("/api/schedulers").json()["schedulers"]
+        assert [(r["id"], r["stale"]) for r in rows] == [
+            ("fresh", False),
+            ("stuck", True),
+            ("gone", False),
+        ]
+        html = c.get("/schedulers").text
+        assert html.count('class="failing stale"') == 1 and "<code>stuck</code>" in html

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from markupsafe import Markup, escape
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from workflows_tick.dags import Dag, DagRegistry
-from workflows_tick.errors import WorkflowsError
+from workflows_tick.errors import UnknownRunError, WorkflowsError
 from workflows_tick.ui import pages
 from workflows_tick.ui.graph import layout, render_svg
 from workflows_tick.ui.security import CSRF_FIELD, SESSION_COOKIE, Guard, safe_next
@@ -334,10 +334,23 @@ class Ui:
             lambda conn: pages.failures_page(conn, self.dags.dags(), self.clock()),
         )
 
+    def schedulers(self, request: Request) -> Response:
+        return self.respond(
+            request, "schedulers.html", lambda conn: pages.schedulers_page(conn, self.clock())
+        )
+
     def healthz(self, request: Request) -> Response:
-        with self.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return PlainTextResponse("ok\n")
+        """200 ``ok`` while the database answers, else 503 and why."""
+        from workflows_tick.health import check_database
+
+        reason = check_database(self.engine)
+        return PlainTextResponse(f"{reason or 'ok'}\n", status_code=503 if reason else 200)
+
+    def metrics(self, request: Request) -> Response:
+        """The Prometheus metrics the schedulers serve, read from the database."""
+        from workflows_tick import metrics
+
+        return Response(metrics.render(self.engine), media_type=metrics.CONTENT_TYPE)
 
     def graph_svg(self, graph: Mapping[str, Any], dag_name: str) -> Markup:
         inputs = graph["inputs"]
@@ -404,22 +417,67 @@ class Ui:
             raise HTTPException(404, "no such action")
         try:
             target = await run_in_threadpool(handler, request.path_params["key"], request)
+        except UnknownRunError as exc:
+            raise HTTPException(404, str(exc)) from None
         except WorkflowsError as exc:
-            return PlainTextResponse(f"{verb}: {exc}\n", status_code=409)
+            # Already ended, already paused, still running...: say so, change nothing.
+            raise HTTPException(409, f"{verb}: {exc}") from None
         return RedirectResponse(target, status_code=303)
 
     def actions(self) -> dict[tuple[str, str], Callable[[str, Request], str]]:
-        return {("dags", "trigger"): self.trigger}
+        return {
+            ("dags", "trigger"): self.trigger,
+            ("dags", "pause"): self.pause,
+            ("dags", "unpause"): self.unpause,
+            ("runs", "cancel"): self.cancel,
+            ("runs", "rerun"): self.rerun,
+        }
+
+    @staticmethod
+    def _who(request: Request) -> str:
+        return f"ui ({request.client.host if request.client else 'unknown'})"
+
+    def _loaded(self, name: str) -> Dag:
+        dag = self.dags.dags().get(name)
+        if not isinstance(dag, Dag):
+            raise HTTPException(404, f"no loadable DAG {name!r}")
+        return dag
 
     def trigger(self, name: str, request: Request) -> str:
         from workflows_tick.scheduler import trigger_dag
 
-        dag = self.dags.dags().get(name)
-        if not isinstance(dag, Dag):
-            raise HTTPException(404, f"no loadable DAG {name!r}")
-        client = request.client.host if request.client else "unknown"
-        run = trigger_dag(dag, creator=f"ui ({client})", engine=self.write_engine)
+        run = trigger_dag(self._loaded(name), creator=self._who(request), engine=self.write_engine)
         return f"/runs/{run.id}"
+
+    def pause(self, name: str, request: Request) -> str:
+        from workflows_tick.scheduler import pause_dag
+
+        pause_dag(self._loaded(name), by=self._who(request), engine=self.write_engine)
+        return f"/dags/{quote(name, safe='')}"
+
+    def unpause(self, name: str, request: Request) -> str:
+        from workflows_tick.scheduler import unpause_dag
+
+        unpause_dag(self._loaded(name), by=self._who(request), engine=self.write_engine)
+        return f"/dags/{quote(name, safe='')}"
+
+    def cancel(self, key: str, request: Request) -> str:
+        from workflows_tick.scheduler import cancel_run
+
+        run_id = _int(key)
+        if run_id is None:
+            raise HTTPException(404, "no such run")
+        cancel_run(run_id, by=self._who(request), engine=self.write_engine)
+        return f"/runs/{run_id}"
+
+    def rerun(self, key: str, request: Request) -> str:
+        from workflows_tick.scheduler import rerun_run
+
+        run_id = _int(key)
+        if run_id is None:
+            raise HTTPException(404, "no such run")
+        rerun_run(run_id, by=self._who(request), registry=self.registry, engine=self.write_engine)
+        return f"/runs/{run_id}"
 
     def database_down(self, request: Request, exc: Exception) -> Response:
         """The database did not answer: one line, never a traceback or the statement."""
@@ -432,7 +490,9 @@ class Ui:
 
     def error_page(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        if request.url.path.startswith("/api/") or request.method != "GET":
+        if request.url.path.startswith("/api/") or "text/html" not in request.headers.get(
+            "accept", ""
+        ):
             return ApiResponse({"error": exc.detail}, status_code=exc.status_code)
         page = {"now": self.clock(), "live": False, "status": exc.status_code, "detail": exc.detail}
         response = self.render(request, "error.html", page)
@@ -480,7 +540,9 @@ def create_app(
         *both("/task-runs/{task_run_id:int}", ui.task_run),
         Route("/task-runs/{task_run_id:int}/log", ui.task_run_log),
         *both("/failures", ui.failures),
+        *both("/schedulers", ui.schedulers),
         Route("/healthz", ui.healthz),
+        Route("/metrics", ui.metrics),
         Route("/login", ui.login_form, methods=["GET"]),
         Route("/login", ui.login, methods=["POST"]),
         Route("/logout", ui.logout),

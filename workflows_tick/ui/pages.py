@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
@@ -33,6 +33,11 @@ FAILURES = 50
 """Task runs on the failures page."""
 RELOAD_SECONDS = 10.0
 """How often the DAG folder is checked for edits."""
+SCHEDULERS_WINDOW = timedelta(days=1)
+"""The schedulers page lists those whose last pass is this recent."""
+STALE_AFTER = timedelta(minutes=3)
+"""A scheduler not stopped whose last pass is older than this is flagged stale (a
+CronJob passes once a minute; a loop every few seconds)."""
 
 _SECRET_NAME = re.compile(r"pass|secret|token|key|credential|auth|private|cookie", re.I)
 MASK = "***"
@@ -144,11 +149,12 @@ def dags_page(
 ) -> dict[str, Any]:
     """Every DAG (failing ones first), its schedule, next fire and recent runs.
 
-    Two queries, however many DAGs.
+    Three queries, however many DAGs.
     """
     names = list(dags)
     recent = queries.latest_runs_per_dag(conn, names, RECENT_RUNS)
     cursors = queries.schedule_cursors(conn)
+    paused = {p.dag_name: p for p in queries.paused_dags(conn)}
     # DAGs that are gone from the folder but still have runs are not listed: the
     # list is the project's DAGs; their history stays reachable by URL.
     rows = []
@@ -171,7 +177,7 @@ def dags_page(
                 "schedule_words": describe_schedule(schedule) if info.dag else None,
                 "timezone": info.timezone,
                 "next_fire_at": _next_fire(info, cursors.get(name), now),
-                "paused": None,
+                **_paused(paused.get(name)),
                 "failing": failing,
                 "running": "running" in runs.statuses,
                 "last_run": {
@@ -204,6 +210,14 @@ def dags_page(
 _next_fires: dict[tuple[str, str], tuple[datetime, datetime]] = {}
 """(schedule, zone) -> (computed at, next fire): the next fire after any time in
 [computed at, next fire) is the same, so it is computed once per fire, not per page."""
+
+
+def _paused(found: queries.PausedDag | None) -> dict[str, Any]:
+    return {
+        "paused": found is not None,
+        "paused_at": found.paused_at if found else None,
+        "paused_by": found.paused_by if found else None,
+    }
 
 
 def _next_fire(info: DagInfo, cursor: queries.Cursor | None, now: datetime) -> datetime | None:
@@ -263,11 +277,12 @@ def dag_page(
 ) -> dict[str, Any] | None:
     """The grid of the last ``GRID_RUNS`` runs and the graph of one of them.
 
-    Two queries (three when the selected run is older than the grid). None for a
+    Three queries (four when the selected run is older than the grid). None for a
     DAG neither in the folder nor in the database.
     """
     info = dag_info(dags, name)
     runs = queries.recent_runs(conn, name, GRID_RUNS)
+    paused = next((p for p in queries.paused_dags(conn) if p.dag_name == name), None)
     if info.dag is None and name not in dags and not runs:
         return None
     if selected is not None and all(r.id != selected for r in runs):
@@ -310,7 +325,7 @@ def dag_page(
             "schedule": dag.schedule if dag else None,
             "schedule_words": describe_schedule(dag.schedule) if dag else None,
             "timezone": info.timezone,
-            "paused": None,
+            **_paused(paused),
             "tasks": [
                 {
                     "name": t.name,
@@ -450,6 +465,42 @@ def failures_page(
             }
             for f in rows
         ],
+        "live": False,
+    }
+
+
+# --- schedulers ---------------------------------------------------------------------------
+
+
+def schedulers_page(conn: Connection, now: datetime) -> dict[str, Any]:
+    """The schedulers seen in the last ``SCHEDULERS_WINDOW`` (a stale one, still
+    running but without a pass for ``STALE_AFTER``, is flagged) and the work waiting
+    for them. Two queries."""
+    rows = queries.schedulers_seen(conn, now - SCHEDULERS_WINDOW)
+    work = queries.activity(conn, now)
+    return {
+        "now": now,
+        "schedulers": [
+            {
+                "id": r.id,
+                "host": r.host,
+                "pid": r.pid,
+                "manager": r.manager,
+                "started_at": r.started_at,
+                "last_pass_at": r.last_pass_at,
+                "last_pass_seconds": r.last_pass_seconds,
+                "dags": len(r.dags),
+                "stopped_at": r.stopped_at,
+                "stale": r.stopped_at is None and now - r.last_pass_at > STALE_AFTER,
+            }
+            for r in rows
+        ],
+        "activity": {
+            "running_runs": work.running_runs,
+            "running_task_runs": work.running_task_runs,
+            "waiting_task_runs": work.waiting_task_runs,
+            "oldest_waiting_since": work.oldest_waiting_since,
+        },
         "live": False,
     }
 
