@@ -126,6 +126,8 @@ def validate(obj: Context, manager: str | None) -> None:
     report = validate_registry(obj.registry, manager=manager, config=obj.config)
     for line in report.problems:
         click.echo(line, err=True)
+    for line in report.warnings:
+        click.echo(f"warning: {line}", err=True)
     for line in report.summary:
         click.echo(line)
     if report.problems:

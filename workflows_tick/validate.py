@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from workflows_tick.errors import DagLoadError
 from workflows_tick.loader import WORKFLOW_FILE
@@ -21,6 +21,8 @@ class Report:
     problems: list[str] = field(default_factory=list)
     """One line per problem; empty when everything loads."""
     summary: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Allowed but worth a second look (e.g. pods that may run as root); not problems."""
 
 
 def validate_registry(
@@ -42,6 +44,8 @@ def validate_registry(
             report.problems.append(str(result))
     if manager is not None:
         report.problems += _manager_problems(manager, registry, dags, config)
+        if manager == "kubernetes":
+            report.warnings += _kube_warnings(registry, dags)
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)
@@ -135,3 +139,19 @@ def _kube_problems(
                 for line in checker.config_problems(task.worker_config)
             ]
     return problems
+
+
+def _kube_warnings(registry: DagRegistry, dags: list[Dag]) -> list[str]:
+    """Each worker_config layer that lifts the pods' non-root defaults, blamed on its file."""
+    from workflows_tick.managers.kubernetes.pods import security_warning
+
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (f"{registry.root}: DAGS.worker_config", registry.worker_config)
+    ]
+    for dag in dags:
+        layers.append((f"{dag.path / WORKFLOW_FILE}: worker_config", dag.worker_config))
+        layers += [
+            (f"{task.path}: worker_config of task {task.name!r}", task.worker_config)
+            for task in dag.tasks.values()
+        ]
+    return [f"{where}: {line}" for where, config in layers if (line := security_warning(config))]
