@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from workflows_tick.dags import Dag, Task, TaskType
 from workflows_tick.managers.base import Launch
 from workflows_tick.managers.worker import WorkerTaskManager
+from workflows_tick.model import Dag, Task, TaskType
 
 
 def launch(task_run_id: int, body: str) -> Launch:

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from workflows_tick.dags import Dag
 from workflows_tick.loader import MAX_FILE_BYTES
+from workflows_tick.model import Dag
 from workflows_tick.testing import (
     LEDGER_TABLE,
     LEDGER_TASK,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from workflows_tick.dags import Dag
+    from workflows_tick.model import Dag
     from workflows_tick.queries import DagRunRow
 
 __all__ = ["trigger_dag"]

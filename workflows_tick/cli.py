@@ -13,6 +13,15 @@ import click
 
 from workflows_tick import __version__
 from workflows_tick.errors import UsageError, WorkflowsError
+from workflows_tick.options import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_HOOK_TIMEOUT_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_RUNNING,
+    DEFAULT_RELOAD_SECONDS,
+    SchedulerOptions,
+)
 from workflows_tick.ui import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
@@ -22,10 +31,8 @@ if TYPE_CHECKING:
 class Context:
     """What the group passes to its commands."""
 
-    def __init__(self, config: str, log_json: bool, verbose: int) -> None:
+    def __init__(self, config: str) -> None:
         self.config = config
-        self.log_json = log_json
-        self.verbose = verbose
         self._registry: DagRegistry | None = None
 
     @property
@@ -72,7 +79,7 @@ def cli(ctx: click.Context, config: str, log_json: bool, verbose: int, quiet: bo
         verbose = -1
 
     setup_logging(json_lines=log_json, verbose=verbose)
-    ctx.obj = Context(config, log_json, verbose)
+    ctx.obj = Context(config)
 
 
 @cli.command()
@@ -119,6 +126,8 @@ def validate(obj: Context, manager: str | None) -> None:
     report = validate_registry(obj.registry, manager=manager, config=obj.config)
     for line in report.problems:
         click.echo(line, err=True)
+    for line in report.warnings:
+        click.echo(f"warning: {line}", err=True)
     for line in report.summary:
         click.echo(line)
     if report.problems:
@@ -162,7 +171,7 @@ def _paused_names() -> frozenset[str]:
     "--interval",
     type=click.FloatRange(min=0.01),
     callback=_finite,
-    default=5.0,
+    default=DEFAULT_INTERVAL_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_INTERVAL",
     help="Longest sleep between passes, in seconds.",
@@ -170,7 +179,7 @@ def _paused_names() -> frozenset[str]:
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),
-    default=1,
+    default=DEFAULT_CONCURRENCY,
     show_default=True,
     envvar="WORKFLOWS_CONCURRENCY",
     help="worker: tasks this process runs at once.",
@@ -185,7 +194,7 @@ def _paused_names() -> frozenset[str]:
 @click.option(
     "--max-running",
     type=click.IntRange(min=1),
-    default=20,
+    default=DEFAULT_MAX_RUNNING,
     show_default=True,
     envvar="WORKFLOWS_MAX_RUNNING",
     help="kubernetes: pods in flight across all schedulers.",
@@ -194,7 +203,7 @@ def _paused_names() -> frozenset[str]:
     "--lease",
     type=click.FloatRange(min=1),
     callback=_finite,
-    default=60.0,
+    default=DEFAULT_LEASE_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_LEASE_SECONDS",
     help="Seconds a running task run stays ours without renewal.",
@@ -203,7 +212,7 @@ def _paused_names() -> frozenset[str]:
     "--reload-interval",
     type=click.FloatRange(min=0.1),
     callback=_finite,
-    default=10.0,
+    default=DEFAULT_RELOAD_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_RELOAD_INTERVAL",
     help="Seconds between checks of the DAG folder for edits.",
@@ -212,7 +221,7 @@ def _paused_names() -> frozenset[str]:
     "--hook-timeout",
     type=click.FloatRange(min=0.01),
     callback=_finite,
-    default=10.0,
+    default=DEFAULT_HOOK_TIMEOUT_SECONDS,
     show_default=True,
     envvar="WORKFLOWS_HOOK_TIMEOUT",
     help="Seconds an event hook may run before it counts as failed (and is retried).",
@@ -247,7 +256,7 @@ def schedule(
     Migrates the database first. Loops until SIGINT (finish running tasks, then
     exit) or SIGTERM (stop them, record them failed, exit).
     """
-    from workflows_tick.schedule import SchedulerOptions, run_scheduler
+    from workflows_tick.loop import run_scheduler
 
     if once and until_idle:
         raise UsageError("--once and --until-idle cannot be combined")

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from workflows_tick import queries
-from workflows_tick.dags import Dag
 from workflows_tick.events import RUN_STARTED, Delivery, is_run_event
+from workflows_tick.model import Dag
 from workflows_tick.queries import EventRow
 from workflows_tick.states import RunStatus
 

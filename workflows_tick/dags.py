@@ -1,243 +1,25 @@
-"""The DAG model: tasks, DAGs, and the registry of a project's DAG folders.
+"""The registry of a project's DAG folders: ``DAGS = dags.register_directory(...)``.
 
-Pure logic: no database, no Kubernetes. Files are read by :mod:`workflows_tick.loader`.
+The registry finds the DAG folders, has :mod:`workflows_tick.loader` read each one
+(lazily, by name) and then checks the inputs one DAG takes from another over what
+it read. The DAGs themselves are plain values of :mod:`workflows_tick.model`.
 """
 
 from __future__ import annotations
 
-import enum
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from workflows_tick.errors import DagLoadError, UnknownDagError, UnknownTaskError, UsageError
+from workflows_tick.errors import DagLoadError, UnknownDagError, UsageError
 from workflows_tick.hooks import Hook
+from workflows_tick.loader import WORKFLOW_FILE, is_task_file, load_dag
+from workflows_tick.model import Dag, ExternalInput, Task, merge_worker_config
 
-DEFAULT_RETRIES = 2
-DEFAULT_RETRY_DELAY = 0.0
-DEFAULT_TIMEZONE = "UTC"
-WORKFLOW_FILE = "workflow.yaml"
-
-
-class TaskType(enum.StrEnum):
-    NO_OP = "no_op"
-    SQL = "sql"
-    PYTHON = "python"
-    SHELL = "shell"
-
-
-@dataclass(frozen=True)
-class OutputColumn:
-    name: str
-    datatype: str | None = None
-    nullable: bool | None = None
-
-
-@dataclass(frozen=True)
-class TableOutput:
-    """A table a task promises to produce, checked after it ran."""
-
-    name: str
-    columns: tuple[OutputColumn, ...] = ()
-    validation_queries: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class ExternalInput:
-    """An input on a task of another DAG (``other_dag:task.sql``)."""
-
-    dag: str
-    task: str
-
-
-@dataclass(frozen=True)
-class Task:
-    """One task file. ``name`` is the file name, extension included (``load.sql``)."""
-
-    name: str
-    type: TaskType
-    path: Path
-    description: str = ""
-    inputs: tuple[str, ...] = ()
-    external_inputs: tuple[ExternalInput, ...] = ()
-    parameters: tuple[str, ...] = ()
-    outputs: tuple[TableOutput, ...] = ()
-    worker_config: Mapping[str, Any] = field(default_factory=dict)
-    retries: int | None = None
-    retry_delay: float | None = None
-    timeout: float | None = None
-    body: str = ""
-    """The SQL of a ``sql`` task or the script of a ``shell`` task."""
-    dag: Dag | None = field(default=None, compare=False, repr=False)
-    """The DAG holding this task, set when the DAG is built (dag-workflows' ``task.dag``)."""
-
-    @property
-    def all_parameters(self) -> tuple[str, ...]:
-        """Every environment variable the task receives (dag-workflows' name for it)."""
-        return self.parameters
-
-
-class TaskTable(Mapping[str, Task]):
-    """A DAG's tasks by name, in topological order.
-
-    Also callable as dag-workflows' ``dag.tasks(inputs_to=None, external=False)``: the
-    task names (those upstream of ``inputs_to`` only, when given), plus the
-    ``dag:task`` names of inputs on other DAGs when ``external`` is true.
-    """
-
-    def __init__(self, tasks: Mapping[str, Task]) -> None:
-        self._tasks = dict(tasks)
-
-    def __getitem__(self, name: str) -> Task:
-        return self._tasks[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._tasks)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def __repr__(self) -> str:
-        return f"TaskTable({list(self._tasks)!r})"
-
-    def __call__(self, *, inputs_to: str | None = None, external: bool = False) -> list[str]:
-        if inputs_to is None:
-            chosen = list(self._tasks.values())
-        else:
-            parents = {t.name: list(t.inputs) for t in self._tasks.values()}
-            upstream = _closure(inputs_to, parents) - {inputs_to}
-            chosen = [t for t in self._tasks.values() if t.name in upstream]
-        names = [t.name for t in chosen]
-        if external:
-            also = chosen if inputs_to is None else [*chosen, self._tasks[inputs_to]]
-            refs = (f"{ref.dag}:{ref.task}" for t in also for ref in t.external_inputs)
-            names += list(dict.fromkeys(refs))
-        return names
-
-
-@dataclass(frozen=True)
-class Dag:
-    """A loaded DAG. ``tasks`` is in a topological order (inputs first, then by name)."""
-
-    name: str
-    path: Path
-    description: str
-    tasks: Mapping[str, Task]
-    schedule: str | None = None
-    timezone: str = DEFAULT_TIMEZONE
-    retries: int = DEFAULT_RETRIES
-    retry_delay: float = DEFAULT_RETRY_DELAY
-    worker_config: Mapping[str, Any] = field(default_factory=dict)
-    skipped: tuple[str, ...] = ()
-    """Files of the folder that look like tasks but are not, each with the reason."""
-    registry: DagRegistry | None = field(default=None, compare=False, repr=False)
-    """The registry that loaded this DAG (dag-workflows' ``dag.registry``)."""
-
-    def __post_init__(self) -> None:
-        table = self.tasks if isinstance(self.tasks, TaskTable) else TaskTable(self.tasks)
-        object.__setattr__(self, "tasks", table)
-        for task in table.values():
-            object.__setattr__(task, "dag", self)
-
-    @property
-    def folder(self) -> str:
-        """The DAG's folder (dag-workflows' name for :attr:`path`)."""
-        return str(self.path)
-
-    def task(self, name: str) -> Task:
-        try:
-            return self.tasks[name]
-        except KeyError:
-            raise UnknownTaskError(self.name, name, self.tasks) from None
-
-    get_task = task
-
-    def max_attempts(self, task: Task) -> int:
-        retries = self.retries if task.retries is None else task.retries
-        return retries + 1
-
-    def retry_delay_of(self, task: Task) -> float:
-        return self.retry_delay if task.retry_delay is None else task.retry_delay
-
-    def downstream(self, name: str) -> set[str]:
-        """``name`` and every task that depends on it, directly or not."""
-        children: dict[str, list[str]] = {t: [] for t in self.tasks}
-        for task in self.tasks.values():
-            for parent in task.inputs:
-                children[parent].append(task.name)
-        return _closure(name, children)
-
-    def upstream(self, name: str) -> set[str]:
-        """``name`` and every task it depends on, directly or not."""
-        parents = {t.name: list(t.inputs) for t in self.tasks.values()}
-        return _closure(name, parents)
-
-    def select(
-        self, only: str | None = None, begin: str | None = None, end: str | None = None
-    ) -> list[Task]:
-        """The tasks picked by ``-o``/``-b``/``-e``, in topological order."""
-        for name in (only, begin, end):
-            if name is not None:
-                self.task(name)
-        if only is not None:
-            chosen = {only}
-        else:
-            chosen = set(self.tasks)
-            if begin is not None:
-                chosen &= self.downstream(begin)
-            if end is not None:
-                chosen &= self.upstream(end)
-            if not chosen:
-                raise UsageError(
-                    f"no task of DAG {self.name!r} is both downstream of {begin!r} "
-                    f"and upstream of {end!r}"
-                )
-        return [t for t in self.tasks.values() if t.name in chosen]
-
-
-def _closure(start: str, edges: Mapping[str, list[str]]) -> set[str]:
-    seen = {start}
-    stack = [start]
-    while stack:
-        for nxt in edges[stack.pop()]:
-            if nxt not in seen:
-                seen.add(nxt)
-                stack.append(nxt)
-    return seen
-
-
-def topological_order(edges: Mapping[str, tuple[str, ...]]) -> list[str] | list[list[str]]:
-    """Order nodes so inputs come first (ties by name).
-
-    ``edges`` maps each node to its inputs. Returns the order, or, when there is a
-    cycle, a list holding one cycle as a list of nodes (first node repeated last).
-    """
-    pending = {n: set(ins) for n, ins in edges.items()}
-    order: list[str] = []
-    ready = sorted(n for n, ins in pending.items() if not ins)
-    while ready:
-        node = ready.pop(0)
-        order.append(node)
-        del pending[node]
-        freed = [n for n, ins in pending.items() if node in ins]
-        for n in freed:
-            pending[n].discard(node)
-        ready = sorted(set(ready) | {n for n in freed if not pending[n]})
-    if not pending:
-        return order
-    return [_find_cycle(pending)]
-
-
-def _find_cycle(pending: Mapping[str, set[str]]) -> list[str]:
-    node = min(pending)
-    path: list[str] = []
-    while node not in path:
-        path.append(node)
-        node = min(pending[node])
-    cycle = path[path.index(node) :]
-    return [*cycle, node]
+__all__ = ["DagRegistry", "register_directory"]
 
 
 class DagRegistry:
@@ -255,7 +37,11 @@ class DagRegistry:
         self.worker_config: dict[str, Any] = {}
         self.hooks: list[Hook] = []
         """Called on events (see :mod:`workflows_tick.hooks`), in registration order."""
+        self.scanned_at = datetime.now(UTC)
+        """When the folders were last listed (taken just before listing them)."""
         self._folders = _scan_all(self.roots)
+        self._read: dict[str, Dag | DagLoadError] = {}
+        """Each folder as the loader read it, before cross-DAG inputs are checked."""
         self._loaded: dict[str, Dag | DagLoadError] = {}
         self.generation = 0
         """Incremented by every :meth:`reload`, for caches derived from the DAGs."""
@@ -309,20 +95,60 @@ class DagRegistry:
         if name not in self._folders:
             raise UnknownDagError(name, self._folders)
         if name not in self._loaded:
-            from workflows_tick.loader import load_dag
+            result = self._read_folder(name)
+            if isinstance(result, Dag):
+                try:
+                    self._check_external_inputs(result)
+                except DagLoadError as exc:
+                    result = exc
+            self._loaded[name] = result
+        return self._loaded[name]
 
+    def _read_folder(self, name: str) -> Dag | DagLoadError:
+        if name not in self._read:
             folders = self._folders[name]
             if len(folders) > 1:
                 others = ", ".join(str(f) for f in folders[1:])
-                self._loaded[name] = DagLoadError(
+                self._read[name] = DagLoadError(
                     str(folders[0]), f"DAG name {name!r} is also used by {others}"
                 )
-                return self._loaded[name]
-            try:
-                self._loaded[name] = load_dag(folders[0], name, self)
-            except DagLoadError as exc:
-                self._loaded[name] = exc
-        return self._loaded[name]
+            else:
+                try:
+                    self._read[name] = replace(load_dag(folders[0], name), registry=self)
+                except DagLoadError as exc:
+                    self._read[name] = exc
+        return self._read[name]
+
+    def _check_external_inputs(self, dag: Dag) -> None:
+        """Raise DagLoadError for the first ``other_dag:task`` input that names
+        nothing: checked over the other DAG as read (its own cross-DAG inputs
+        unchecked), so two DAGs may name each other's tasks."""
+        for task in dag.tasks.values():
+            for ref in task.external_inputs:
+                problem = self._external_input_problem(dag.name, ref)
+                if problem is not None:
+                    raise DagLoadError(
+                        str(task.path), f"input '{ref.dag}:{ref.task}': {problem}", "key 'inputs'"
+                    )
+
+    def _external_input_problem(self, name: str, ref: ExternalInput) -> str | None:
+        if ref.dag == name:
+            return f"names this DAG; write just {ref.task!r}"
+        if ref.dag not in self._folders:
+            others = [n for n in self._folders if n != name]
+            known = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "") or "none"
+            return f"no DAG {ref.dag!r} (other DAGs: {known})"
+        other = self._read_folder(ref.dag)
+        if isinstance(other, Dag):
+            if ref.task in other.tasks:
+                return None
+            tasks = ", ".join(other.tasks) or "none"
+            return f"DAG {ref.dag!r} has no task {ref.task!r}; its tasks: {tasks}"
+        # The other DAG is broken: its own load reports why. Here, check only that
+        # the task file is there, so this DAG does not fail for the other's mistake.
+        if "/" in ref.task or not is_task_file(self.folder(ref.dag) / ref.task):
+            return f"DAG {ref.dag!r} has no task {ref.task!r}"
+        return None
 
     def load_all(self) -> dict[str, Dag | DagLoadError]:
         return {name: self.load(name) for name in self._folders}
@@ -340,15 +166,9 @@ class DagRegistry:
         ``kube_env`` (and other mapping values) merge key by key, so a task can add
         one variable without repeating the others.
         """
-        merged: dict[str, Any] = {}
-        layers = [self.worker_config, dag.worker_config, task.worker_config if task else {}]
-        for layer in layers:
-            for key, value in layer.items():
-                if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-                    merged[key] = {**merged[key], **value}
-                else:
-                    merged[key] = value
-        return merged
+        return merge_worker_config(
+            self.worker_config, dag.worker_config, task.worker_config if task else {}
+        )
 
     def fingerprint(self) -> tuple[tuple[str, int, int], ...]:
         """A cheap summary of the folders (each DAG folder's newest mtime and file
@@ -369,7 +189,9 @@ class DagRegistry:
 
     def reload(self) -> None:
         """Forget what was loaded and scan the folders again."""
+        self.scanned_at = datetime.now(UTC)
         self._folders = _scan_all(self.roots)
+        self._read.clear()
         self._loaded.clear()
         self.generation += 1
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from workflows_tick.dags import Dag, Task
 from workflows_tick.hooks import DEFAULT_HOOK_TIMEOUT_SECONDS, Event, Hook
+from workflows_tick.model import Dag, Task
 from workflows_tick.queries import DagRunRow, EventRow, RunSummary, TaskRunRow
 
 RUN_STARTED = "run_started"

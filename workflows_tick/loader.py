@@ -1,9 +1,11 @@
-"""Reading one DAG folder into a :class:`~workflows_tick.dags.Dag`.
+"""Reading one DAG folder into a :class:`~workflows_tick.model.Dag`.
 
 Nothing here imports or runs user code: ``.py`` tasks are parsed with :mod:`ast`.
 Every problem becomes one :class:`~workflows_tick.errors.DagLoadError` naming the
 file, the key or line, and what is wrong; no other exception leaves
-:func:`load_dag`. See ``docs/dag-format.md`` for the format.
+:func:`load_dag`. Inputs from other DAGs (``other_dag:task``) are checked by the
+registry (:mod:`workflows_tick.dags`) once it has read the other folder. See
+``docs/dag-format.md`` for the format.
 """
 
 from __future__ import annotations
@@ -13,19 +15,17 @@ import os
 import re
 import reprlib
 import stat
-import threading
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 import yaml
 
-from workflows_tick.dags import (
+from workflows_tick.errors import DagLoadError
+from workflows_tick.model import (
     DEFAULT_RETRIES,
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEZONE,
-    WORKFLOW_FILE,
     Dag,
     ExternalInput,
     OutputColumn,
@@ -34,11 +34,10 @@ from workflows_tick.dags import (
     TaskType,
     topological_order,
 )
-from workflows_tick.errors import DagLoadError
 from workflows_tick.taskfiles import TASK_EXTENSIONS, HeaderError, extract_header
 
-if TYPE_CHECKING:
-    from workflows_tick.dags import DagRegistry
+WORKFLOW_FILE = "workflow.yaml"
+"""The file that makes a folder a DAG and holds its DAG-level keys."""
 
 MAX_SECONDS = 365 * 24 * 3600
 """The longest ``timeout`` or ``retry_delay`` accepted."""
@@ -67,16 +66,11 @@ COLUMN_KEYS = ("name", "datatype", "nullable")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-# DAGs being loaded by this thread, so that two DAGs naming each other's tasks as
-# inputs do not recurse forever through DagRegistry.load.
-_loading = threading.local()
 
-
-def load_dag(folder: Path, name: str, registry: DagRegistry) -> Dag:
+def load_dag(folder: Path, name: str) -> Dag:
     """Load the DAG in ``folder``; raise DagLoadError with one line on any problem."""
     try:
-        with _guard(registry, name):
-            return _load(folder, name, registry)
+        return _load(folder, name)
     except DagLoadError:
         raise
     except RecursionError:
@@ -87,30 +81,12 @@ def load_dag(folder: Path, name: str, registry: DagRegistry) -> Dag:
         ) from None
 
 
-@contextmanager
-def _guard(registry: DagRegistry, name: str) -> Iterator[None]:
-    stack: set[tuple[int, str]] = _loading.__dict__.setdefault("stack", set())
-    key = (id(registry), name)
-    stack.add(key)
-    try:
-        yield
-    finally:
-        stack.discard(key)
-
-
-def _is_loading(registry: DagRegistry, name: str) -> bool:
-    stack: set[tuple[int, str]] = _loading.__dict__.get("stack", set())
-    return (id(registry), name) in stack
-
-
-def _load(folder: Path, name: str, registry: DagRegistry) -> Dag:
+def _load(folder: Path, name: str) -> Dag:
     workflow_path = folder / WORKFLOW_FILE
     fields = workflow_from_text(workflow_path, read_text(workflow_path))
     found, skipped = _load_tasks(folder)
-    tasks = _check_inputs(folder, name, {t.name: t for t in found}, registry)
-    return Dag(
-        name=name, path=folder, tasks=tasks, skipped=tuple(skipped), registry=registry, **fields
-    )
+    tasks = _check_inputs(name, {t.name: t for t in found})
+    return Dag(name=name, path=folder, tasks=tasks, skipped=tuple(skipped), **fields)
 
 
 def workflow_from_text(path: Path, text: str) -> dict[str, Any]:
@@ -204,14 +180,20 @@ def _task_files(folder: Path) -> list[os.DirEntry[str]]:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         _fail(folder, f"cannot list the DAG folder: {_reason(exc)}")
-    chosen = []
-    for entry in entries:
-        name = entry.name
-        if name.startswith(".") or name in (WORKFLOW_FILE, "__init__.py"):
-            continue
-        if os.path.splitext(name)[1] in TASK_EXTENSIONS:  # noqa: PTH122 - str in, str out
-            chosen.append(entry)
-    return chosen
+    return [entry for entry in entries if is_task_name(entry.name)]
+
+
+def is_task_name(name: str) -> bool:
+    """Whether a file of this name in a DAG folder may be a task (a ``_`` file is
+    one only when its header declares a type)."""
+    if name.startswith(".") or name in (WORKFLOW_FILE, "__init__.py"):
+        return False
+    return os.path.splitext(name)[1] in TASK_EXTENSIONS  # noqa: PTH122 - str in, str out
+
+
+def is_task_file(path: Path) -> bool:
+    """Whether ``path`` may be a task file of the DAG folder it sits in."""
+    return is_task_name(path.name) and path.is_file()
 
 
 def _load_tasks(folder: Path) -> tuple[list[Task], list[str]]:
@@ -349,9 +331,8 @@ def task_from_spec(
 # --- inputs and order ---------------------------------------------------------------
 
 
-def _check_inputs(
-    folder: Path, name: str, tasks: dict[str, Task], registry: DagRegistry
-) -> dict[str, Task]:
+def _check_inputs(name: str, tasks: dict[str, Task]) -> dict[str, Task]:
+    """Check the inputs within the DAG; the tasks in topological order."""
     for task in tasks.values():
         unknown = [i for i in task.inputs if i not in tasks]
         if unknown:
@@ -361,41 +342,11 @@ def _check_inputs(
                 f"tasks of DAG {name!r}: {', '.join(sorted(tasks)) or 'none'}",
                 "key 'inputs'",
             )
-        for ref in task.external_inputs:
-            _check_external(task, ref, name, registry)
     order = topological_order({t.name: t.inputs for t in tasks.values()})
     if order and isinstance(order[0], list):
         cycle: list[str] = order[0]
         _fail(tasks[cycle[0]].path, f"inputs form a cycle: {' -> '.join(cycle)}", "key 'inputs'")
     return {str(n): tasks[str(n)] for n in order}
-
-
-def _check_external(task: Task, ref: ExternalInput, name: str, registry: DagRegistry) -> None:
-    label = f"input '{ref.dag}:{ref.task}'"
-    where = "key 'inputs'"
-    if ref.dag == name:
-        _fail(task.path, f"{label} names this DAG; write just {ref.task!r}", where)
-    if ref.dag not in registry:
-        others = [n for n in registry.names() if n != name]
-        known = ", ".join(others[:10]) + (", ..." if len(others) > 10 else "") or "none"
-        _fail(task.path, f"{label}: no DAG {ref.dag!r} (other DAGs: {known})", where)
-    other = None if _is_loading(registry, ref.dag) else registry.load(ref.dag)
-    if isinstance(other, Dag):
-        if ref.task not in other.tasks:
-            tasks = ", ".join(other.tasks) or "none"
-            _fail(
-                task.path,
-                f"{label}: DAG {ref.dag!r} has no task {ref.task!r}; its tasks: {tasks}",
-                where,
-            )
-        return
-    # The other DAG is broken, or is being loaded further up this stack because it
-    # names one of our tasks too. Its own load reports its problems; here, check that
-    # the task file is there, so the outcome does not depend on which DAG loads first.
-    candidate = registry.folder(ref.dag) / ref.task
-    is_task_name = not ref.task.startswith(".") and candidate.suffix in TASK_EXTENSIONS
-    if not is_task_name or "/" in ref.task or not candidate.is_file():
-        _fail(task.path, f"{label}: DAG {ref.dag!r} has no task {ref.task!r}", where)
 
 
 # --- values -------------------------------------------------------------------------

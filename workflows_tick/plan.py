@@ -1,19 +1,127 @@
-"""What should happen next in one dag run: pure decisions, no I/O.
+"""What should happen next: pure decisions, no I/O.
 
-Given a DAG and the task runs its run has so far, :func:`plan_run` says which task
-runs to create (first attempts whose inputs all succeeded, and retries) and
-whether the run is over.
+- :func:`plan_schedules`: given the DAGs and their schedule cursors, which cursors
+  to create, reset or drop, and which DAGs are due;
+- :func:`plan_fires`: given the due cursors (locked), which scheduled runs to
+  create and where each cursor moves next;
+- :func:`plan_run`: given a DAG and the task runs its run has so far, which task
+  runs to create (first attempts whose inputs all succeeded, and retries) and
+  whether the run is over.
+
+The tick (:mod:`workflows_tick.tick`) reads what these need from the database and
+writes what they decide.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from workflows_tick.dags import Dag
+from workflows_tick import cron
+from workflows_tick.model import Dag
 from workflows_tick.states import RunStatus, TaskStatus
+
+# --- schedules ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a DAG's schedule stands: the next fire time not yet run."""
+
+    dag_name: str
+    schedule: str
+    timezone: str
+    next_fire_at: datetime
+    paused: bool = False
+    """The DAG is paused: its fire times pass without runs."""
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    reset: list[Cursor] = field(default_factory=list)
+    """Cursors of new DAGs and of edited schedules (or time zones): from now on."""
+    due: list[str] = field(default_factory=list)
+    """DAGs whose next fire time has come."""
+    drop: list[str] = field(default_factory=list)
+    """Cursors of DAGs that have no schedule now, or are gone from the folder."""
+    cursors: dict[str, Cursor] = field(default_factory=dict)
+    """The cursor of every scheduled DAG once ``reset`` is applied."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """DAGs whose schedule cannot be computed, and why."""
+
+
+@dataclass(frozen=True)
+class FirePlan:
+    runs: list[tuple[str, datetime]] = field(default_factory=list)
+    """Scheduled runs to create: (DAG, fire time)."""
+    advanced: list[Cursor] = field(default_factory=list)
+    """The fired cursors, moved to their next fire time."""
+    skipped: list[tuple[str, datetime]] = field(default_factory=list)
+    """Fire times of paused DAGs, passed without a run: (DAG, fire time)."""
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def plan_schedules(
+    dags: Mapping[str, Dag],
+    cursors: Mapping[str, Cursor],
+    now: datetime,
+    broken: Collection[str] = (),
+) -> SchedulePlan:
+    """What to do with the schedule cursors of ``dags`` (the DAGs that load).
+
+    A DAG first seen, or whose schedule or time zone changed, gets a cursor at its
+    next fire time after ``now``: past times never replay. A DAG without a schedule,
+    or gone from the folder, keeps no cursor, so when it (or its schedule) comes
+    back it waits for its next time like a new DAG. ``broken`` DAGs (in the folder,
+    failing to load) keep theirs.
+    """
+    plan = SchedulePlan()
+    for name, dag in dags.items():
+        if dag.schedule is None:
+            continue
+        cursor = cursors.get(name)
+        if cursor is None or (cursor.schedule, cursor.timezone) != (dag.schedule, dag.timezone):
+            try:
+                fire = cron.next_fire(dag.schedule, dag.timezone, now)
+            except Exception as exc:  # one DAG's bad schedule never stops the others
+                plan.problems[name] = str(exc)
+                continue
+            cursor = Cursor(name, dag.schedule, dag.timezone, fire)
+            plan.reset.append(cursor)
+        elif cursor.next_fire_at <= now:
+            plan.due.append(name)
+        plan.cursors[name] = cursor
+    plan.drop.extend(
+        name
+        for name in cursors
+        if name not in broken and (name not in dags or dags[name].schedule is None)
+    )
+    return plan
+
+
+def plan_fires(due: Iterable[Cursor], now: datetime) -> FirePlan:
+    """One run per due cursor, for its most recent fire time however many were
+    missed, and never for a time before the cursor (no time runs twice). A paused
+    DAG's cursor moves on without a run, so unpausing replays nothing."""
+    plan = FirePlan()
+    for cursor in due:
+        try:
+            fire = max(cron.latest_fire(cursor.schedule, cursor.timezone, now), cursor.next_fire_at)
+            following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
+        except Exception as exc:
+            plan.problems[cursor.dag_name] = str(exc)
+            continue
+        if cursor.paused:
+            plan.skipped.append((cursor.dag_name, fire))
+        else:
+            plan.runs.append((cursor.dag_name, fire))
+        plan.advanced.append(Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following))
+    return plan
+
+
+# --- runs --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from workflows_tick.dags import Dag, TableOutput, Task
 from workflows_tick.errors import TaskFailed, UsageError
+from workflows_tick.model import Dag, TableOutput, Task
 from workflows_tick.runner import DATABASE_URL, run_tasks
 
 __all__ = ["TEST_DATABASE_VARIABLE", "WorkflowsFixture", "conn", "workflows"]

@@ -18,17 +18,8 @@ from sqlalchemy import Connection, text
 
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
-from workflows_tick.plan import NewTaskRun, TaskRunState
+from workflows_tick.plan import Cursor, NewTaskRun, TaskRunState
 from workflows_tick.states import RunStatus, TaskStatus, Trigger
-
-
-@dataclass(frozen=True)
-class Cursor:
-    dag_name: str
-    schedule: str
-    timezone: str
-    next_fire_at: datetime
-    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,10 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from workflows_tick.dags import Dag, TableOutput, Task, TaskType
 from workflows_tick.errors import MissingParameterError, TaskFailed
 from workflows_tick.hooks import Event, Hook, call_hooks
 from workflows_tick.logs import redact, register_secret
+from workflows_tick.model import Dag, TableOutput, Task, TaskType
 
 if TYPE_CHECKING:
     from psycopg2.extensions import connection as Connection

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, Engine
 
 from workflows_tick import cron, queries
-from workflows_tick.dags import Dag, DagRegistry
+from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import RunStateError, RunWaitTimeout, UnknownRunError, UsageError
-from workflows_tick.plan import tasks_to_rerun
+from workflows_tick.model import Dag
+from workflows_tick.plan import Cursor, tasks_to_rerun
 from workflows_tick.queries import (
     Activity,
     Cancelled,
-    Cursor,
     DagRunRow,
     PausedDag,
     SchedulerRow,
@@ -176,7 +176,7 @@ def unpause_dag(
             # move it past now so that the missed time is not run on unpause.
             following = cron.next_fire(cursor.schedule, cursor.timezone, now)
             queries.advance_cursors(
-                conn, [queries.Cursor(name, cursor.schedule, cursor.timezone, following)], now
+                conn, [Cursor(name, cursor.schedule, cursor.timezone, following)], now
             )
         return was_paused
 

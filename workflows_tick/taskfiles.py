@@ -18,7 +18,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any
 
-from workflows_tick.dags import TaskType
+from workflows_tick.model import TaskType
 
 TASK_EXTENSIONS: dict[str, TaskType] = {
     ".sql": TaskType.SQL,

@@ -28,18 +28,19 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine
 
-from workflows_tick import cron, queries
-from workflows_tick.dags import Dag, DagRegistry
+from workflows_tick import queries
+from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.managers.base import Launch, Outcome, TaskManager
-from workflows_tick.plan import NewTaskRun, plan_run
+from workflows_tick.model import Dag
+from workflows_tick.options import DEFAULT_LEASE_SECONDS
+from workflows_tick.plan import NewTaskRun, plan_fires, plan_run, plan_schedules
 from workflows_tick.states import RunStatus
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-DEFAULT_LEASE_SECONDS = 60.0
 HEARTBEAT_SECONDS = 1.0
 """An idle pass records the scheduler's heartbeat if the last one is this old."""
 
@@ -60,6 +61,9 @@ class PassResult:
     started: list[int] = field(default_factory=list)
     failed_launches: int = 0
     running_runs: int = 0
+    unknown_dags: set[str] = field(default_factory=set)
+    """DAGs with running runs that are not in the registry as last read: perhaps
+    added since, so the loop reads the folder again before the next pass."""
     next_fire_at: datetime | None = None
     failed: bool = False
     """The pass did not complete (the loop logged why)."""
@@ -99,6 +103,9 @@ class Ticker:
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
         self._broken: dict[str, DagLoadError] = {}
+        self._unknown_since: dict[str, int] = {}
+        """DAG name -> the registry generation in which a pass first met its runs
+        while it was not in the registry."""
         self.scheduler_id = uuid.uuid4().hex
         """This scheduler's row in ``scheduler_heartbeat``."""
         self._host = socket.gethostname()
@@ -112,8 +119,13 @@ class Ticker:
         must record them in a later one, never lose them."""
         self.load_dags()
 
+    def reload_dags(self) -> None:
+        """Read the DAG folder again and load what it holds."""
+        self.registry.reload()
+        self.load_dags()
+
     def load_dags(self) -> None:
-        """(Re)load the registry; broken DAGs are logged and left out."""
+        """Load the registry's DAGs; broken ones are logged and left out."""
         self._dags, self._broken = {}, {}
         for name, dag in self.registry.load_all().items():
             if isinstance(dag, Dag):
@@ -259,82 +271,43 @@ class Ticker:
     def _create_due_runs(
         self, conn: Connection, now: datetime, result: PassResult
     ) -> datetime | None:
-        scheduled = {name: dag for name, dag in self._dags.items() if dag.schedule}
-        cursors = queries.schedule_cursors(conn)
-        fresh: list[queries.Cursor] = []
-        due: list[str] = []
-        for name, dag in scheduled.items():
-            assert dag.schedule is not None
-            cursor = cursors.get(name)
-            if cursor is None or (cursor.schedule, cursor.timezone) != (dag.schedule, dag.timezone):
-                # New DAG, or an edited schedule: it applies from now on; past times never replay.
-                try:
-                    fire = cron.next_fire(dag.schedule, dag.timezone, now)
-                except Exception as exc:  # one DAG's bad schedule never stops the others
-                    log.error("DAG %s: cannot compute its schedule: %s", name, exc)
-                    continue
-                fresh.append(queries.Cursor(name, dag.schedule, dag.timezone, fire))
-                cursors[name] = fresh[-1]
-            elif cursor.next_fire_at <= now:
-                due.append(name)
-        queries.upsert_cursors(conn, fresh, now)
-        # A DAG without a schedule, or no longer in the folder, keeps no cursor: when it
-        # (or its schedule) comes back it waits for its next time, like a new DAG.
-        queries.delete_cursors(
-            conn,
-            [
-                n
-                for n in cursors
-                if (n in self._dags and n not in scheduled) or n not in self.registry
-            ],
-        )
-
-        runs: list[tuple[str, datetime]] = []
-        advanced: list[queries.Cursor] = []
-        for cursor in queries.lock_due_cursors(conn, due, now) if due else []:
-            try:
-                # Never before the cursor: a run is never created for a past time twice.
-                fire = max(
-                    cron.latest_fire(cursor.schedule, cursor.timezone, now), cursor.next_fire_at
-                )
-                following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
-            except Exception as exc:
-                log.error("DAG %s: cannot compute its schedule: %s", cursor.dag_name, exc)
-                continue
-            # However many fire times were missed, only the most recent one runs; a
-            # paused DAG's cursor moves on without a run, so unpausing replays nothing.
-            if cursor.paused:
-                log.info("DAG %s is paused: no run for %s", cursor.dag_name, fire)
-            else:
-                runs.append((cursor.dag_name, fire))
-            advanced.append(
-                queries.Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following)
-            )
-            cursors[cursor.dag_name] = advanced[-1]
-        created = queries.insert_scheduled_runs(conn, runs, now)
-        queries.advance_cursors(conn, advanced, now)
+        plan = plan_schedules(self._dags, queries.schedule_cursors(conn), now, self._broken)
+        queries.upsert_cursors(conn, plan.reset, now)
+        queries.delete_cursors(conn, plan.drop)
+        # Another scheduler may have fired a due cursor since it was read: lock it and
+        # decide on what the lock shows.
+        due = queries.lock_due_cursors(conn, plan.due, now) if plan.due else []
+        fires = plan_fires(due, now)
+        for name, problem in {**plan.problems, **fires.problems}.items():
+            log.error("DAG %s: cannot compute its schedule: %s", name, problem)
+        for name, fire in fires.skipped:
+            log.info("DAG %s is paused: no run for %s", name, fire)
+        created = queries.insert_scheduled_runs(conn, fires.runs, now)
+        queries.advance_cursors(conn, fires.advanced, now)
         for run in created:
             log.info("scheduled run %d of %s for %s", run.id, run.dag_name, run.scheduled_for)
         result.created_runs.extend(run.id for run in created)
-        fires = [c.next_fire_at for n, c in cursors.items() if n in scheduled]
-        return min(fires, default=None)
+        cursors = {**plan.cursors, **{c.dag_name: c for c in fires.advanced}}
+        return min((c.next_fire_at for c in cursors.values()), default=None)
 
     def _advance_runs(self, conn: Connection, now: datetime, result: PassResult) -> None:
         runs = queries.lock_earliest_runs(conn)
-        if any(r.dag_name not in self._dags and r.dag_name not in self._broken for r in runs):
-            # A DAG folder added since the last reload (and triggered at once) is not
-            # "removed": look at the folder again before failing anything.
-            self.registry.reload()
-            self.load_dags()
         finished: list[tuple[int, RunStatus, str | None]] = []
         active = []
+        unknown: set[str] = set()
         for run in runs:
             if run.dag_name in self._dags:
                 active.append(run)
-            elif run.dag_name not in self._broken and run.dag_name not in self.registry:
+            elif run.dag_name in self.registry:
+                continue  # a broken DAG: its runs wait for a fix
+            elif self._is_gone(run):
                 message = f"DAG {run.dag_name!r} is no longer in the registry"
                 log.warning("run %d failed: %s", run.id, message)
                 finished.append((run.id, RunStatus.FAILED, message))
+            else:
+                unknown.add(run.dag_name)
+        self._unknown_since = {n: g for n, g in self._unknown_since.items() if n in unknown}
+        result.unknown_dags = unknown
         # Runs of DAGs that do not load wait for a fix; they do not keep --until-idle busy.
         result.running_runs = len(active)
         states = queries.task_run_states(conn, [r.id for r in active])
@@ -358,6 +331,15 @@ class Ticker:
         result.created_task_runs = queries.insert_task_runs(conn, new, now)
         queries.finish_runs(conn, finished, now)
         result.ended_runs = len(finished)
+
+    def _is_gone(self, run: queries.DagRunRow) -> bool:
+        """Whether a run's DAG, absent from the registry, is really gone: the folder
+        was read after the run was created, or again since a pass first met the run.
+        Otherwise the DAG may have been added (and triggered) since the last read."""
+        if run.created_at < self.registry.scanned_at:
+            return True
+        first = self._unknown_since.setdefault(run.dag_name, self.registry.generation)
+        return self.registry.generation > first
 
     def _claim(self, conn: Connection, now: datetime) -> list[queries.Claim]:
         limit = self.manager.capacity()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from workflows_tick.dags import WORKFLOW_FILE, Dag
 from workflows_tick.errors import DagLoadError
+from workflows_tick.loader import WORKFLOW_FILE
+from workflows_tick.model import Dag
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -20,6 +21,8 @@ class Report:
     problems: list[str] = field(default_factory=list)
     """One line per problem; empty when everything loads."""
     summary: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Allowed but worth a second look (e.g. pods that may run as root); not problems."""
 
 
 def validate_registry(
@@ -41,6 +44,8 @@ def validate_registry(
             report.problems.append(str(result))
     if manager is not None:
         report.problems += _manager_problems(manager, registry, dags, config)
+        if manager == "kubernetes":
+            report.warnings += _kube_warnings(registry, dags)
     report.problems = list(dict.fromkeys(report.problems))
     tasks = sum(len(d.tasks) for d in dags)
     broken = len(loaded) - len(dags)
@@ -96,8 +101,9 @@ def _manager_problems(
     name: str, registry: DagRegistry, dags: list[Dag], config: str | None
 ) -> list[str]:
     """What the manager ``name`` objects to, one line each, blamed on the file at fault."""
+    from workflows_tick.loop import build_manager
     from workflows_tick.managers.kubernetes import KubernetesTaskManager
-    from workflows_tick.schedule import SchedulerOptions, build_manager
+    from workflows_tick.options import SchedulerOptions
 
     # Building a manager starts nothing and does not contact a cluster.
     checker = build_manager(name, registry, SchedulerOptions(config=config or "", manager=name))
@@ -133,3 +139,19 @@ def _kube_problems(
                 for line in checker.config_problems(task.worker_config)
             ]
     return problems
+
+
+def _kube_warnings(registry: DagRegistry, dags: list[Dag]) -> list[str]:
+    """Each worker_config layer that lifts the pods' non-root defaults, blamed on its file."""
+    from workflows_tick.managers.kubernetes.pods import security_warning
+
+    layers: list[tuple[str, Mapping[str, Any]]] = [
+        (f"{registry.root}: DAGS.worker_config", registry.worker_config)
+    ]
+    for dag in dags:
+        layers.append((f"{dag.path / WORKFLOW_FILE}: worker_config", dag.worker_config))
+        layers += [
+            (f"{task.path}: worker_config of task {task.name!r}", task.worker_config)
+            for task in dag.tasks.values()
+        ]
+    return [f"{where}: {line}" for where, config in layers if (line := security_warning(config))]

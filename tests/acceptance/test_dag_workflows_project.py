@@ -85,6 +85,8 @@ def test_the_project_validates_for_the_kubernetes_manager(
 ) -> None:
     result = workflows(str(project / "config.py"), "validate", "--manager", "kubernetes", env=env)
     assert result.returncode == 0, result.stderr + result.stdout
+    # Its kube_security_context (runAsUser 1000, fsGroup 2000) keeps pods non-root.
+    assert "warning" not in result.stderr
 
 
 def test_run_executes_sql_without_a_declared_database_url(

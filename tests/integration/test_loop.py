@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from tests.support import rows, wait_for, write_project
 from workflows_tick import database
+from workflows_tick.loop import Loop, SchedulerOptions
 from workflows_tick.managers.base import PollResult, RunningTaskRun
-from workflows_tick.schedule import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import InstantManager
 

@@ -8,12 +8,12 @@ import psycopg2
 import pytest
 
 from tests.support import query, write_dag
-from workflows_tick import dags
+from workflows_tick import model
 from workflows_tick.errors import TaskFailed
 from workflows_tick.runner import run_tasks
 
 
-def run(dag: dags.Dag, url: str, *names: str) -> None:
+def run(dag: model.Dag, url: str, *names: str) -> None:
     tasks = [dag.task(n) for n in names] if names else list(dag.tasks.values())
     run_tasks(dag, tasks, {"DATABASE_URL": url})
 

@@ -374,6 +374,38 @@ def test_independent_branches_finish_before_the_run_fails(
     ]
 
 
+def test_a_pass_leaves_a_run_of_a_dag_it_has_not_read_for_the_loop_to_reload(
+    engine: Engine, tmp_path: Path
+) -> None:
+    reg = write_project(tmp_path, {"old": CHAIN})
+    t = Ticker(reg, InstantManager(), engine, "config.py")  # the real clock
+    write_project(tmp_path, {"new": CHAIN})  # added and triggered after the folder was read
+    trigger_dag("new", creator="test", engine=engine)
+    result = t.run_pass()
+    assert result.unknown_dags == {"new"}
+    assert reg.generation == 0  # the pass did not read the folder again
+    assert rows(engine, "SELECT status FROM dag_run") == [("running",)]
+    t.reload_dags()  # what the loop does before its next pass
+    until_idle(t)
+    assert rows(engine, "SELECT status FROM dag_run") == [("succeeded",)]
+
+
+def test_a_run_of_an_unknown_dag_created_ahead_of_the_read_fails_after_one_reload(
+    engine: Engine, tmp_path: Path
+) -> None:
+    reg = write_project(tmp_path, {"old": CHAIN})
+    t = Ticker(reg, InstantManager(), engine, "config.py")
+    # Created by a machine whose clock runs ahead: after the folder was read, by its clock.
+    ahead = FakeClock(datetime.now(UTC).replace(year=datetime.now(UTC).year + 1))
+    trigger_dag("ghost", creator="test", engine=engine, clock=ahead)
+    assert t.run_pass().unknown_dags == {"ghost"}
+    t.reload_dags()
+    assert t.run_pass().unknown_dags == set()
+    assert rows(engine, "SELECT status, message FROM dag_run") == [
+        ("failed", "DAG 'ghost' is no longer in the registry")
+    ]
+
+
 def test_a_removed_dag_fails_its_running_runs(
     engine: Engine, tmp_path: Path, clock: FakeClock
 ) -> None:

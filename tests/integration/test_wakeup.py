@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from tests.support import wait_for, write_project
 from workflows_tick import queries
-from workflows_tick.schedule import Loop, SchedulerOptions
+from workflows_tick.loop import Loop, SchedulerOptions
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import InstantManager
 

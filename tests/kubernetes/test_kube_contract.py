@@ -124,12 +124,14 @@ def test_kubeconfig_lifecycle_with_a_fake_kubelet(
     assert remaining == []
 
 
+@pytest.mark.parametrize("setting", [True, None], ids=["kube_in_cluster", "detected"])
 def test_in_cluster_config(
     emu: EmulatorThread,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     registry: DagRegistry,
     backends: list[Any],
+    setting: bool | None,
 ) -> None:
     from kubernetes.config import incluster_config
 
@@ -141,7 +143,9 @@ def test_in_cluster_config(
     monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
     monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(emu.cert))
     monkeypatch.setattr(kube_backend, "IN_CLUSTER_NAMESPACE_FILE", str(namespace_file))
-    registry.worker_config["kube_in_cluster"] = True
+    if setting is not None:
+        registry.worker_config["kube_in_cluster"] = setting
+    # Unset, it is detected from KUBERNETES_SERVICE_HOST (dag-workflows defaulted to true).
     manager = KubernetesTaskManager(registry, max_running=3)
     backends.append(manager.backend)
     assert manager.backend.default_namespace == "batch"
@@ -262,3 +266,34 @@ def test_one_list_per_namespace_and_200_pods(
         ("LIST", "jobs"),
     ]
     assert all(r.resource == PODS and r.params.get("labelSelector") for r in requests)
+
+
+def test_a_refused_log_read_costs_only_the_log(
+    emu: EmulatorThread,
+    kubeconfig: Path,
+    registry: DagRegistry,
+    backends: list[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The RBAC of dag-workflows' documentation grants pods but not pods/log.
+    manager = make_manager(registry, kubeconfig, backends)
+    rows = Rows(manager, registry)
+    rows.start("fan", "left.yaml", 1)
+    rows.start("fan", "start.yaml", 2)
+    emu.emulator.faults.append(Fault("FETCH", status=403, subresource="log", count=10))
+    finished: dict[int, Any] = {}
+    with FakeKubelet(kubeconfig, ["default", "jobs"], lambda pod: 0):
+
+        def all_finished() -> bool:
+            finished.update(rows.poll()[0])
+            return not rows.rows
+
+        wait_for(all_finished, what="both pods to finish")
+    why = 'cannot get pods/log in namespace "default": grant the role verbs [get] on pods/log'
+    for task_run_id in (1, 2):
+        assert finished[task_run_id].succeeded
+        assert finished[task_run_id].output_tail == f"[no log: {why}]\n"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [w for w in warnings if "pods/log" in w] == [
+        f"{why}; task runs finish without their log until then"
+    ]

@@ -324,7 +324,7 @@ def test_in_process_loop_once(
     no pod it saw before, yet must still find the last finished pods in ``jobs``)."""
     from workflows_tick import database
     from workflows_tick.config import load_registry
-    from workflows_tick.schedule import Loop, SchedulerOptions, build_manager
+    from workflows_tick.loop import Loop, SchedulerOptions, build_manager
     from workflows_tick.scheduler import trigger_dag
 
     config = str(write_fan_project(tmp_path / "project"))
@@ -364,7 +364,7 @@ def test_cancel_deletes_the_pending_pods_of_the_run_and_records_them_cancelled(
     stepped: every pod is still Pending) deletes the run's pods over HTTP."""
     from workflows_tick import database
     from workflows_tick.config import load_registry
-    from workflows_tick.schedule import Loop, SchedulerOptions, build_manager
+    from workflows_tick.loop import Loop, SchedulerOptions, build_manager
     from workflows_tick.scheduler import cancel_run, trigger_dag
 
     config = str(write_fan_project(tmp_path / "project"))

@@ -17,7 +17,8 @@ import sqlalchemy
 from tests.reliability.helpers import query, workflows
 from tests.support import add_runtime_broken_dags
 from workflows_tick import database
-from workflows_tick.dags import Dag, register_directory
+from workflows_tick.dags import register_directory
+from workflows_tick.model import Dag
 from workflows_tick.scheduler import trigger_dag
 
 CORPUS = Path(__file__).parents[1] / "broken_dags" / "project"

@@ -3,7 +3,7 @@
 The scheduler's connections are terminated (``pg_terminate_backend``, as a server
 restart or a failover does) at the worst moment of a pass: right after the manager
 has reported a finished attempt and before the pass commits. The pass is retried
-by the scheduler's reconnect logic (:func:`workflows_tick.schedule._with_reconnect`);
+by the scheduler's reconnect logic (:func:`workflows_tick.loop._with_reconnect`);
 the outcome must still be recorded, and the task must not be started again.
 The whole-server version is ``benchmarks/reliability/db_outage.py``.
 """
@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 
 from tests.reliability.helpers import query
 from tests.support import write_project
+from workflows_tick.loop import _with_reconnect
 from workflows_tick.managers.base import PollResult, RunningTaskRun
-from workflows_tick.schedule import _with_reconnect
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker

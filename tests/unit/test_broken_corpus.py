@@ -10,8 +10,8 @@ import pytest
 
 from tests.support import add_runtime_broken_dags
 from workflows_tick import dags
-from workflows_tick.dags import Dag
 from workflows_tick.errors import DagLoadError
+from workflows_tick.model import Dag
 
 CORPUS = Path(__file__).parent.parent / "broken_dags" / "project"
 

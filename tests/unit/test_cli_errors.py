@@ -29,7 +29,7 @@ def test_schedule_refuses_nan_durations(
 ) -> None:
     write_project(tmp_path, {"d": {"workflow.yaml": "description: d\n"}})
     started = []
-    monkeypatch.setattr("workflows_tick.schedule.run_scheduler", lambda *a, **k: started.append(a))
+    monkeypatch.setattr("workflows_tick.loop.run_scheduler", lambda *a, **k: started.append(a))
     result = CliRunner().invoke(
         cli.cli, [str(tmp_path / "config.py"), "schedule", "worker", option, "nan"]
     )

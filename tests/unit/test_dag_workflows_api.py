@@ -17,10 +17,10 @@ import pytest
 
 from tests.support import write_project
 from workflows_tick import hooks
-from workflows_tick.dags import Dag, TaskType
 from workflows_tick.entry import env_log_json, parse_run
 from workflows_tick.errors import DagLoadError, TaskFailed, UsageError
 from workflows_tick.logs import setup_logging
+from workflows_tick.model import Dag, TaskType
 from workflows_tick.runner import run_tasks
 from workflows_tick.validate import validate_registry
 

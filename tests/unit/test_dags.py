@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from workflows_tick import dags
-from workflows_tick.dags import Dag, Task, TaskType, topological_order
 from workflows_tick.errors import UnknownTaskError
+from workflows_tick.model import Dag, Task, TaskType, topological_order
 
 
 def make_dag(edges: dict[str, tuple[str, ...]], **kwargs: object) -> Dag:

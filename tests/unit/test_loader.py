@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 
 from workflows_tick import dags, loader
-from workflows_tick.dags import (
+from workflows_tick.errors import DagLoadError, UnknownDagError
+from workflows_tick.model import (
     DEFAULT_RETRIES,
+    Dag,
     ExternalInput,
     OutputColumn,
     TableOutput,
     TaskType,
 )
-from workflows_tick.errors import DagLoadError, UnknownDagError
 from workflows_tick.plan import TaskRunState, plan_run
 from workflows_tick.states import TaskStatus
 from workflows_tick.taskfiles import python_header, shell_header, sql_header
@@ -32,7 +33,7 @@ def write_dag(
     return folder
 
 
-def load(root: Path, name: str) -> dags.Dag:
+def load(root: Path, name: str) -> Dag:
     return dags.register_directory(root).get(name)
 
 
@@ -249,7 +250,7 @@ def test_cross_dag_reference_to_a_missing_task_of_a_loading_dag(tmp_path: Path) 
         registry.load(first)
         registry.load(second)
         assert "input 'a:nope.yaml': DAG 'a' has no task 'nope.yaml'" in str(registry.load("b"))
-        assert isinstance(registry.load("a"), dags.Dag)
+        assert isinstance(registry.load("a"), Dag)
 
 
 def test_cross_dag_input_on_a_broken_dag_checks_the_file(tmp_path: Path) -> None:
@@ -257,7 +258,7 @@ def test_cross_dag_input_on_a_broken_dag_checks_the_file(tmp_path: Path) -> None
     write_dag(tmp_path, "ok", {"a.yaml": "inputs: ['broken:x.yaml']\n"})
     write_dag(tmp_path, "bad", {"a.yaml": "inputs: ['broken:_x.py']\n"})
     registry = dags.register_directory(tmp_path)
-    assert isinstance(registry.load("ok"), dags.Dag)
+    assert isinstance(registry.load("ok"), Dag)
     assert "DAG 'broken' has no task '_x.py'" in str(registry.load("bad"))
 
 
@@ -273,9 +274,11 @@ def test_registry_is_lazy(tmp_path: Path) -> None:
     write_dag(tmp_path, "uses", {"u.yaml": "inputs: ['needed:n.yaml']\n"})
     registry = dags.register_directory(tmp_path)
     registry.get("good")
-    assert set(registry._loaded) == {"good"}
+    assert set(registry._read) == {"good"}
     registry.get("uses")
-    assert set(registry._loaded) == {"good", "uses", "needed"}
+    # The folder of the input's DAG is read to check the input, not loaded in full.
+    assert set(registry._read) == {"good", "uses", "needed"}
+    assert set(registry._loaded) == {"good", "uses"}
     with pytest.raises(UnknownDagError, match="known DAGs: broken, good, needed, uses"):
         registry.get("nope")
 

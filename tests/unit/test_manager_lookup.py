@@ -11,10 +11,10 @@ import pytest
 
 from workflows_tick.dags import register_directory
 from workflows_tick.errors import TaskManagerError, UsageError
+from workflows_tick.loop import SchedulerOptions, build_manager
 from workflows_tick.managers.kubernetes import KubernetesTaskManager
 from workflows_tick.managers.lookup import find_manager
 from workflows_tick.managers.worker import WorkerTaskManager
-from workflows_tick.schedule import SchedulerOptions, build_manager
 
 MODULE = """
 from workflows_tick.managers.base import TaskManager

@@ -11,9 +11,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workflows_tick.dags import TaskType
 from workflows_tick.errors import DagLoadError
 from workflows_tick.loader import cron_problem, task_from_source, workflow_from_text
+from workflows_tick.model import TaskType
 from workflows_tick.taskfiles import shell_header, sql_header
 
 SETTINGS = settings(

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.support import write_dag
-from workflows_tick import dags
+from workflows_tick import model
 from workflows_tick.errors import MissingParameterError, TaskFailed
 from workflows_tick.runner import datatype_matches, run_tasks, task_environment
 
 
-def run_all(dag: dags.Dag, environ: dict[str, str] | None = None) -> None:
+def run_all(dag: model.Dag, environ: dict[str, str] | None = None) -> None:
     run_tasks(dag, list(dag.tasks.values()), environ or {})
 
 
@@ -122,13 +122,13 @@ def test_missing_parameters_stop_before_anything_runs(tmp_path: Path) -> None:
 
 def test_no_op_does_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     dag = write_dag(tmp_path, {"a.yaml": ""})
-    assert dag.task("a.yaml").type is dags.TaskType.NO_OP
+    assert dag.task("a.yaml").type is model.TaskType.NO_OP
     run_all(dag)
     assert capfd.readouterr().out == ""
 
 
 def test_task_environment_is_minimal() -> None:
-    dag_task = dags.Task("t.sh", dags.TaskType.SHELL, Path("t.sh"), parameters=("X",))
+    dag_task = model.Task("t.sh", model.TaskType.SHELL, Path("t.sh"), parameters=("X",))
     env = task_environment(dag_task, {"X": "1", "Y": "2", "HOME": "/root"})
     assert env == {
         "X": "1",

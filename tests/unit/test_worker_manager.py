@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import wait_for
-from workflows_tick.dags import Dag, Task, TaskType
 from workflows_tick.errors import LaunchError
 from workflows_tick.managers.base import Launch, Outcome, RunningTaskRun
 from workflows_tick.managers.worker import CANCELLED_ERROR, SHUTDOWN_ERROR, WorkerTaskManager
+from workflows_tick.model import Dag, Task, TaskType
 
 
 def body_command(launch: Launch) -> list[str]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
-from workflows_tick.dags import Dag, Task
+from workflows_tick.model import Dag, Task
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry

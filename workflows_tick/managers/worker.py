@@ -44,13 +44,13 @@ from workflows_tick.managers.base import (
     TaskManager,
 )
 from workflows_tick.managers.forking import ForkedAttempt, ForkServer, ForkServerError
+from workflows_tick.options import DEFAULT_CONCURRENCY
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 1
 DEFAULT_OUTPUT_TAIL_BYTES = 16384
 DEFAULT_KILL_GRACE = 5.0
 """Seconds between SIGTERM and SIGKILL for an attempt that ran past its timeout."""

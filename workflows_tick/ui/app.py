@@ -40,8 +40,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from workflows_tick.dags import Dag, DagRegistry
+from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import UnknownRunError, WorkflowsError
+from workflows_tick.model import Dag
 from workflows_tick.ui import pages
 from workflows_tick.ui.graph import layout, render_svg
 from workflows_tick.ui.security import CSRF_FIELD, SESSION_COOKIE, Guard, safe_next

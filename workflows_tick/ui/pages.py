@@ -19,9 +19,11 @@ from sqlalchemy import Connection
 
 from workflows_tick import queries
 from workflows_tick.cron import next_fire
-from workflows_tick.dags import DEFAULT_TIMEZONE, Dag, DagRegistry
+from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.logs import redact
+from workflows_tick.model import DEFAULT_TIMEZONE, Dag
+from workflows_tick.plan import Cursor
 from workflows_tick.queries import DagRunRow, TaskRunRow
 from workflows_tick.ui.words import describe_schedule
 
@@ -220,7 +222,7 @@ def _paused(found: queries.PausedDag | None) -> dict[str, Any]:
     }
 
 
-def _next_fire(info: DagInfo, cursor: queries.Cursor | None, now: datetime) -> datetime | None:
+def _next_fire(info: DagInfo, cursor: Cursor | None, now: datetime) -> datetime | None:
     dag = info.dag
     if dag is None or dag.schedule is None:
         return None

@@ -14,6 +14,7 @@ still running.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -45,16 +46,18 @@ from workflows_tick.managers.kubernetes.pods import (
     MANAGED_SELECTOR,
     PodState,
     failure_text,
-    merge_task_config,
     option_problems,
     pod_manifest,
     pod_name,
     pod_options,
     read_pod,
 )
+from workflows_tick.model import merge_worker_config
+from workflows_tick.options import DEFAULT_MAX_RUNNING
 
 if TYPE_CHECKING:
-    from workflows_tick.dags import Dag, DagRegistry
+    from workflows_tick.dags import DagRegistry
+    from workflows_tick.model import Dag
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +89,7 @@ class KubernetesTaskManager(TaskManager):
     def __init__(
         self,
         registry: DagRegistry,
-        max_running: int = 20,
+        max_running: int = DEFAULT_MAX_RUNNING,
         *,
         backend: KubeBackend | None = None,
         clock: Callable[[], datetime] | None = None,
@@ -105,6 +108,8 @@ class KubernetesTaskManager(TaskManager):
         self._namespaces_in_use: set[str] = set()
         """Namespaces holding pods this process created or last saw: listed until empty."""
         self._configured: tuple[int, frozenset[str]] | None = None
+        self._log_denied: set[str] = set()
+        """Namespaces where reading a pod's log was refused (warned about once)."""
         _register_env_secrets(registry.worker_config.get("kube_env"))
 
     @classmethod
@@ -118,8 +123,7 @@ class KubernetesTaskManager(TaskManager):
         if self._backend is None:
             from workflows_tick.managers.kubernetes.backend import ClientBackend
 
-            in_cluster = self.registry.worker_config.get("kube_in_cluster") is True
-            self._backend = ClientBackend(in_cluster)
+            self._backend = ClientBackend(in_cluster(self.registry.worker_config, os.environ))
         return self._backend
 
     # -- the TaskManager contract ----------------------------------------------------
@@ -148,7 +152,7 @@ class KubernetesTaskManager(TaskManager):
         lacking = [
             task.name
             for task in dag.tasks.values()
-            if "kube_image" not in merge_task_config(worker_config, task)
+            if "kube_image" not in merge_worker_config(worker_config, task.worker_config)
         ]
         if not lacking:
             return []
@@ -343,7 +347,12 @@ class KubernetesTaskManager(TaskManager):
                 LOG_TAIL_BYTES,
             )
         except KubeForbidden as exc:
-            raise _permission_error("get", "pods/log", state.namespace, exc) from None
+            # Only the log is lost: the outcome is still recorded, and says why.
+            why = str(_permission_error("get", "pods/log", state.namespace, exc))
+            if state.namespace not in self._log_denied:
+                self._log_denied.add(state.namespace)
+                log.warning("%s; task runs finish without their log until then", why)
+            return f"[no log: {why}]\n"
         except KubeApiError as exc:
             log.info("no log for pod %s/%s: %s", state.namespace, state.name, redact(str(exc)))
             return None
@@ -416,6 +425,16 @@ MIN_ENV_SECRET_LENGTH = 8
 
 Shorter values (``INFO``, ``8080``, ``prod``) are not: masking them would mask every
 word or pod name that contains them. See docs/kubernetes.md."""
+
+
+def in_cluster(worker_config: Mapping[str, Any], environ: Mapping[str, str]) -> bool:
+    """``kube_in_cluster`` when set; else whether this process runs in a pod (the
+    kubelet sets ``KUBERNETES_SERVICE_HOST`` in every container), as dag-workflows
+    defaulted to the in-cluster service account."""
+    setting = worker_config.get("kube_in_cluster")
+    if isinstance(setting, bool):
+        return setting
+    return bool(environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 def _register_env_secrets(env: object) -> None:

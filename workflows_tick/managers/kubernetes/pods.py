@@ -7,6 +7,7 @@ the API's JSON shape (camelCase), as sent and as listed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import re
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from workflows_tick.dags import Dag, Task
+from workflows_tick.model import Dag, Task
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "workflows-tick"
@@ -78,6 +79,8 @@ class PodOptions:
     image_pull_policy: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
     pending_timeout: float = DEFAULT_PENDING_TIMEOUT
+    security_context: Mapping[str, Any] = field(default_factory=dict)
+    """``kube_security_context``, keys in the API's camelCase (see :func:`security_contexts`)."""
 
 
 def _is_str_map(value: Any) -> bool:
@@ -223,6 +226,129 @@ def _check_positive_seconds(value: Any) -> str | None:
     return "must be a positive number of seconds"
 
 
+# -- security contexts ---------------------------------------------------------------
+
+DEFAULT_POD_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+DEFAULT_CONTAINER_SECURITY_CONTEXT: Mapping[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_ONLY_FIELDS = frozenset({"fsGroup", "fsGroupChangePolicy", "supplementalGroups", "sysctls"})
+CONTAINER_ONLY_FIELDS = frozenset(
+    {
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "privileged",
+        "procMount",
+        "readOnlyRootFilesystem",
+    }
+)
+SHARED_FIELDS = frozenset(
+    {
+        "runAsUser",
+        "runAsGroup",
+        "runAsNonRoot",
+        "seLinuxOptions",
+        "seccompProfile",
+        "windowsOptions",
+        "appArmorProfile",
+    }
+)
+_BOOL_FIELDS = ("runAsNonRoot", "allowPrivilegeEscalation", "privileged", "readOnlyRootFilesystem")
+_ID_FIELDS = ("runAsUser", "runAsGroup", "fsGroup")
+_MAPPING_FIELDS = ("seLinuxOptions", "seccompProfile", "windowsOptions", "appArmorProfile")
+
+
+def camel_keys(value: Any) -> Any:
+    """``value`` with every mapping key in camelCase (``run_as_user`` -> ``runAsUser``), as
+    dag-workflows passed the mapping through the Python client, which took either."""
+    if isinstance(value, Mapping):
+        return {
+            re.sub(r"_([a-z])", lambda m: m.group(1).upper(), str(k)): camel_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [camel_keys(v) for v in value]
+    return value
+
+
+def _security_context_problem(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must be a mapping of security context fields (runAsUser, fsGroup, ...)"
+    known = POD_ONLY_FIELDS | CONTAINER_ONLY_FIELDS | SHARED_FIELDS
+    for key, item in camel_keys(value).items():
+        if key not in known:
+            return f"has unknown field {key!r} (known: {', '.join(sorted(known))})"
+        if key in _BOOL_FIELDS and not isinstance(item, bool):
+            return f"{key} must be true or false"
+        if key in _ID_FIELDS and (not isinstance(item, int) or isinstance(item, bool) or item < 0):
+            return f"{key} must be an integer >= 0"
+        if key == "supplementalGroups" and not (
+            isinstance(item, list) and all(isinstance(i, int) and i >= 0 for i in item)
+        ):
+            return "supplementalGroups must be a list of integers >= 0"
+        if key in _MAPPING_FIELDS and not isinstance(item, Mapping):
+            return f"{key} must be a mapping"
+        if key == "capabilities" and not (
+            isinstance(item, Mapping)
+            and set(item) <= {"add", "drop"}
+            and all(
+                isinstance(v, list) and all(isinstance(c, str) for c in v) for v in item.values()
+            )
+        ):
+            return "capabilities must be a mapping with 'add' and/or 'drop' lists of names"
+        if key in ("fsGroupChangePolicy", "procMount") and not isinstance(item, str):
+            return f"{key} must be a string"
+        if key == "sysctls" and not (
+            isinstance(item, list) and all(isinstance(i, Mapping) for i in item)
+        ):
+            return "sysctls must be a list of {name, value} mappings"
+    return None
+
+
+def security_contexts(custom: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod's and the container's security contexts: the hardened defaults, with
+    ``kube_security_context`` on top (each field where Kubernetes takes it; fields
+    valid at both levels go to both, so the container's defaults cannot undo them).
+    ``runAsUser: 0`` alone also lifts the ``runAsNonRoot`` default."""
+    if custom.get("runAsUser") == 0 and "runAsNonRoot" not in custom:
+        custom = {**custom, "runAsNonRoot": False}
+    pod = copy.deepcopy(dict(DEFAULT_POD_SECURITY_CONTEXT))
+    container = copy.deepcopy(dict(DEFAULT_CONTAINER_SECURITY_CONTEXT))
+    for key, value in custom.items():
+        if key in POD_ONLY_FIELDS or key in SHARED_FIELDS:
+            pod[key] = value
+        if key in CONTAINER_ONLY_FIELDS or key in SHARED_FIELDS:
+            container[key] = value
+    return pod, container
+
+
+def security_warning(worker_config: Mapping[str, Any]) -> str | None:
+    """A warning when ``kube_security_context`` lifts the non-root defaults, or None."""
+    custom = worker_config.get("kube_security_context")
+    if not isinstance(custom, Mapping):
+        return None
+    fields = camel_keys(custom)
+    lifted = [
+        text
+        for text, hit in (
+            ("runAsNonRoot: false", fields.get("runAsNonRoot") is False),
+            ("runAsUser: 0", fields.get("runAsUser") == 0),
+            ("privileged: true", fields.get("privileged") is True),
+            ("allowPrivilegeEscalation: true", fields.get("allowPrivilegeEscalation") is True),
+        )
+        if hit
+    ]
+    if not lifted:
+        return None
+    return f"kube_security_context lets task pods run as root or privileged ({', '.join(lifted)})"
+
+
 OPTION_CHECKS: Mapping[str, Callable[[Any], str | None]] = {
     "kube_in_cluster": _check_bool,
     "kube_namespace": _check_namespace,
@@ -241,6 +367,7 @@ OPTION_CHECKS: Mapping[str, Callable[[Any], str | None]] = {
     "kube_image_pull_policy": _check_pull_policy,
     "kube_image_pull_secrets": _check_pull_secrets,
     "kube_pending_timeout": _check_positive_seconds,
+    "kube_security_context": _security_context_problem,
 }
 """Each ``kube_*`` option, and why a value is wrong for it (None when it is right)."""
 
@@ -296,19 +423,8 @@ def pod_options(worker_config: Mapping[str, Any]) -> PodOptions:
         image_pull_policy=c.get("kube_image_pull_policy"),
         image_pull_secrets=tuple(c.get("kube_image_pull_secrets") or ()),
         pending_timeout=float(c.get("kube_pending_timeout", DEFAULT_PENDING_TIMEOUT)),
+        security_context=camel_keys(c.get("kube_security_context") or {}),
     )
-
-
-def merge_task_config(worker_config: Mapping[str, Any], task: Task) -> dict[str, Any]:
-    """``worker_config`` with the task's own layer on top (mapping values key by key)."""
-    merged = dict(worker_config)
-    for key, value in task.worker_config.items():
-        current = merged.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            merged[key] = {**current, **value}
-        else:
-            merged[key] = value
-    return merged
 
 
 # -- names and labels ----------------------------------------------------------------
@@ -403,12 +519,7 @@ def _container(args: list[str], env: Mapping[str, str], options: PodOptions) -> 
         "image": options.image,
         "args": args,
         "env": [{"name": k, "value": v} for k, v in env.items()],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": security_contexts(options.security_context)[1],
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
     if options.command:
@@ -433,7 +544,7 @@ def _pod_spec(container: dict[str, Any], task: Task, options: PodOptions) -> dic
         "volumes": [{"name": "tmp", "emptyDir": {}}],
         "enableServiceLinks": False,
         "automountServiceAccountToken": bool(options.service_account_name),
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": security_contexts(options.security_context)[0],
     }
     if task.timeout is not None:
         spec["activeDeadlineSeconds"] = max(1, math.ceil(task.timeout))

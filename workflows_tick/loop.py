@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -29,12 +28,12 @@ from workflows_tick.cronitor_monitoring import CronitorSettings, CronitorSink, s
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import TaskManagerError, UsageError, WorkflowsError
 from workflows_tick.events import Sink, hook_sinks
-from workflows_tick.hooks import DEFAULT_HOOK_TIMEOUT_SECONDS
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import ManagerSettings, TaskManager
 from workflows_tick.managers.lookup import find_manager
+from workflows_tick.options import SchedulerOptions
 from workflows_tick.outbox import DeliveryThread, Outbox
-from workflows_tick.tick import DEFAULT_LEASE_SECONDS, Clock, PassResult, Ticker, utc_now
+from workflows_tick.tick import Clock, PassResult, Ticker, utc_now
 from workflows_tick.wakeup import WorkListener
 
 if TYPE_CHECKING:
@@ -42,24 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RELOAD_SECONDS = 10.0
-"""How often a looping scheduler looks for added, removed or edited DAGs."""
-
-
-@dataclass(frozen=True)
-class SchedulerOptions:
-    config: str
-    manager: str = "worker"
-    once: bool = False
-    until_idle: bool = False
-    interval: float = 5.0
-    concurrency: int = 1
-    fork_server: bool = True
-    max_running: int = 20
-    lease_seconds: float = DEFAULT_LEASE_SECONDS
-    reload_seconds: float = DEFAULT_RELOAD_SECONDS
-    hook_timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
-    metrics_port: int | None = None
+__all__ = ["Loop", "SchedulerOptions", "build_manager", "run_scheduler"]
 
 
 CRONITOR_SYNC_RETRY_SECONDS = 60.0
@@ -310,38 +292,52 @@ class Loop:
                 log.exception("cannot record how the started tasks ended")
 
     def _loop(self) -> None:
+        unknown: set[str] = set()
         while True:
             if self.stop_signal == signal.SIGTERM:
                 return
             if self.stop_signal == signal.SIGINT and not self.manager.in_flight():
                 return
-            self._reload_if_changed()
+            self._reload_if_changed(unknown)
             result = self._pass()
+            unknown = result.unknown_dags
             if self.options.until_idle and self._idle(result):
                 return
-            if result.did_work:
+            if result.did_work or unknown:
                 continue
             timeout = self._sleep_time(result.next_fire_at)
             if timeout > RETRY_CHECK_SECONDS:
                 timeout = self._sleep_time(_earliest(result.next_fire_at, self._next_retry_at()))
             self._sleep(timeout)
 
-    def _reload_if_changed(self) -> None:
-        """Pick up DAG edits without a restart (a schedule edit applies from now on)."""
-        if time.monotonic() - self._checked_at < self.options.reload_seconds:
+    def _reload_if_changed(self, unknown_dags: set[str]) -> None:
+        """Pick up DAG edits without a restart (a schedule edit applies from now on).
+
+        The folder is read again every ``reload_seconds`` when it changed, and at
+        once when the last pass met runs of DAGs it does not know (added and
+        triggered since the last read): the pass fails those only once the folder
+        has been read again. Never inside a pass, which holds row locks.
+        """
+        now = time.monotonic()
+        if unknown_dags:
+            log.info(
+                "runs of DAG(s) not loaded (%s): reloading the DAG folder",
+                ", ".join(sorted(unknown_dags)),
+            )
+        elif now - self._checked_at < self.options.reload_seconds:
             return
-        self._checked_at = time.monotonic()
+        self._checked_at = now
         fingerprint = self.registry.fingerprint()
-        if fingerprint != self._fingerprint:
+        if fingerprint != self._fingerprint or unknown_dags:
+            if not unknown_dags:
+                log.info("the DAG folder changed: reloading it")
             self._fingerprint = fingerprint
-            log.info("the DAG folder changed: reloading it")
-            self.registry.reload()
-            self.ticker.load_dags()
+            self.ticker.reload_dags()
 
     def _idle(self, result: PassResult) -> bool:
         """Nothing running: no run of a loaded DAG (even one another scheduler holds
         this pass) and no task this process started. A failed pass proves nothing."""
-        if result.failed or result.running_runs or self.manager.in_flight():
+        if result.failed or result.running_runs or result.unknown_dags or self.manager.in_flight():
             return False
         try:
             return not _with_reconnect(self.ticker.has_running_runs, self._terminating)

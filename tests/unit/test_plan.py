@@ -1,0 +1,266 @@
+"""The pure decisions of a pass, on plain values: schedules, fires, and the next step of a run."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from workflows_tick.model import Dag, Task, TaskType
+from workflows_tick.plan import (
+    Cursor,
+    NewTaskRun,
+    TaskRunState,
+    plan_fires,
+    plan_run,
+    plan_schedules,
+)
+from workflows_tick.states import RunStatus, TaskStatus
+
+NOW = datetime(2024, 1, 1, 12, 0, 30, tzinfo=UTC)
+HOURLY = "0 * * * *"
+
+
+def task(name: str, *inputs: str, retries: int | None = None, delay: float | None = None) -> Task:
+    return Task(name, TaskType.NO_OP, Path(name), inputs=inputs, retries=retries, retry_delay=delay)
+
+
+def dag(
+    *tasks: Task,
+    name: str = "d",
+    schedule: str | None = None,
+    timezone: str = "UTC",
+    retries: int = 2,
+    retry_delay: float = 0.0,
+) -> Dag:
+    return Dag(
+        name=name,
+        path=Path(name),
+        description="",
+        tasks={t.name: t for t in tasks},
+        schedule=schedule,
+        timezone=timezone,
+        retries=retries,
+        retry_delay=retry_delay,
+    )
+
+
+def state(name: str, attempt: int, status: TaskStatus) -> TaskRunState:
+    return TaskRunState(name, attempt, status)
+
+
+OK, FAILED, RUNNING, WAITING = (
+    TaskStatus.SUCCEEDED,
+    TaskStatus.FAILED,
+    TaskStatus.RUNNING,
+    TaskStatus.WAITING,
+)
+
+# A diamond: a -> (b, c) -> d
+DIAMOND = dag(task("a"), task("b", "a"), task("c", "a"), task("d", "b", "c"))
+
+
+# --- plan_run: ready tasks -----------------------------------------------------------
+
+
+def test_a_new_run_starts_the_tasks_without_inputs() -> None:
+    plan = plan_run(dag(task("a"), task("x"), task("b", "a")), [], NOW)
+    assert plan.create == [NewTaskRun("a", 1, NOW), NewTaskRun("x", 1, NOW)]
+    assert plan.finish is None
+
+
+def test_a_task_waits_for_every_input_to_succeed() -> None:
+    plan = plan_run(DIAMOND, [state("a", 1, OK), state("b", 1, OK), state("c", 1, RUNNING)], NOW)
+    assert plan.create == [] and plan.finish is None
+    plan = plan_run(DIAMOND, [state("a", 1, OK), state("b", 1, OK), state("c", 1, OK)], NOW)
+    assert plan.create == [NewTaskRun("d", 1, NOW)]
+
+
+def test_both_branches_start_once_their_input_succeeded() -> None:
+    plan = plan_run(DIAMOND, [state("a", 1, OK)], NOW)
+    assert plan.create == [NewTaskRun("b", 1, NOW), NewTaskRun("c", 1, NOW)]
+
+
+def test_a_task_already_created_is_not_created_again() -> None:
+    plan = plan_run(DIAMOND, [state("a", 1, WAITING)], NOW)
+    assert plan.create == [] and plan.finish is None
+
+
+# --- plan_run: retries ---------------------------------------------------------------
+
+
+def test_a_failed_attempt_is_retried_until_the_dag_retries_are_spent() -> None:
+    d = dag(task("a"), retries=2)
+    assert plan_run(d, [state("a", 1, FAILED)], NOW).create == [NewTaskRun("a", 2, NOW)]
+    assert plan_run(d, [state("a", 1, FAILED), state("a", 2, FAILED)], NOW).create == [
+        NewTaskRun("a", 3, NOW)
+    ]
+    attempts = [state("a", n, FAILED) for n in (1, 2, 3)]
+    plan = plan_run(d, attempts, NOW)
+    assert plan.create == []
+    assert plan.finish is RunStatus.FAILED
+    assert plan.message == "failed: a (after 3 attempts)"
+
+
+def test_a_task_retries_overrides_the_dag_retries() -> None:
+    d = dag(task("a", retries=0), retries=5)
+    plan = plan_run(d, [state("a", 1, FAILED)], NOW)
+    assert plan.create == []
+    assert plan.message == "failed: a (after 1 attempt)"
+
+
+def test_retry_delay_sets_when_the_retry_may_start() -> None:
+    d = dag(task("a"), task("b", delay=0.5), retry_delay=90)
+    plan = plan_run(d, [state("a", 1, FAILED), state("b", 1, FAILED)], NOW)
+    assert plan.create == [
+        NewTaskRun("a", 2, NOW + timedelta(seconds=90)),
+        NewTaskRun("b", 2, NOW + timedelta(seconds=0.5)),
+    ]
+
+
+def test_only_the_latest_attempt_counts() -> None:
+    plan = plan_run(dag(task("a"), task("b", "a")), [state("a", 2, OK), state("a", 1, FAILED)], NOW)
+    assert plan.create == [NewTaskRun("b", 1, NOW)]
+
+
+# --- plan_run: completion ------------------------------------------------------------
+
+
+def test_a_run_succeeds_when_every_task_succeeded() -> None:
+    plan = plan_run(DIAMOND, [state(n, 1, OK) for n in "abcd"], NOW)
+    assert plan.finish is RunStatus.SUCCEEDED and plan.message is None and plan.create == []
+
+
+def test_an_empty_dag_succeeds_at_once() -> None:
+    assert plan_run(dag(), [], NOW).finish is RunStatus.SUCCEEDED
+
+
+def test_independent_branches_finish_before_the_run_fails() -> None:
+    d = dag(task("bad", retries=0), task("after_bad", "bad"), task("good"), task("after", "good"))
+    plan = plan_run(d, [state("bad", 1, FAILED), state("good", 1, OK)], NOW)
+    assert plan.create == [NewTaskRun("after", 1, NOW)]
+    assert plan.finish is None
+    plan = plan_run(d, [state("bad", 1, FAILED), state("good", 1, OK), state("after", 1, OK)], NOW)
+    assert plan.finish is RunStatus.FAILED
+    assert plan.message == "failed: bad (after 1 attempt); not run: after_bad"
+
+
+def test_a_run_waits_while_a_task_is_running() -> None:
+    plan = plan_run(dag(task("a"), task("b")), [state("a", 1, FAILED), state("b", 1, RUNNING)], NOW)
+    assert plan.finish is None
+
+
+# --- plan_schedules ------------------------------------------------------------------
+
+
+def cursor(name: str, fire: datetime, schedule: str = HOURLY, tz: str = "UTC") -> Cursor:
+    return Cursor(name, schedule, tz, fire)
+
+
+def at(hour: int, minute: int = 0, day: int = 1) -> datetime:
+    return datetime(2024, 1, day, hour, minute, tzinfo=UTC)
+
+
+def test_a_new_dag_gets_a_cursor_at_its_next_fire_time_not_a_past_one() -> None:
+    plan = plan_schedules({"d": dag(schedule=HOURLY)}, {}, NOW)
+    assert plan.reset == [cursor("d", at(13))]
+    assert plan.due == [] and plan.drop == []
+    assert plan.cursors == {"d": cursor("d", at(13))}
+
+
+def test_a_cursor_whose_time_has_come_is_due() -> None:
+    d = {"d": dag(schedule=HOURLY)}
+    assert plan_schedules(d, {"d": cursor("d", at(12))}, NOW).due == ["d"]
+    assert plan_schedules(d, {"d": cursor("d", NOW)}, NOW).due == ["d"]
+    plan = plan_schedules(d, {"d": cursor("d", at(13))}, NOW)
+    assert plan.due == [] and plan.reset == []
+    assert plan.cursors == {"d": cursor("d", at(13))}
+
+
+def test_an_edited_schedule_applies_from_now_on() -> None:
+    cursors = {"d": cursor("d", at(11))}  # due under the old schedule
+    plan = plan_schedules({"d": dag(schedule="30 * * * *")}, cursors, NOW)
+    assert plan.reset == [cursor("d", at(12, 30), "30 * * * *")]
+    assert plan.due == []
+
+
+def test_an_edited_time_zone_resets_the_cursor() -> None:
+    cursors = {"d": cursor("d", at(13), "0 3 * * *")}
+    plan = plan_schedules({"d": dag(schedule="0 3 * * *", timezone="Asia/Tokyo")}, cursors, NOW)
+    # 03:00 in Tokyo (UTC+9) is 18:00 UTC the day before.
+    assert plan.reset == [cursor("d", at(18), "0 3 * * *", "Asia/Tokyo")]
+
+
+def test_a_dag_without_a_schedule_or_gone_drops_its_cursor_a_broken_one_keeps_it() -> None:
+    cursors = {n: cursor(n, at(13)) for n in ("unscheduled", "gone", "broken", "kept")}
+    dags = {"unscheduled": dag(name="unscheduled"), "kept": dag(name="kept", schedule=HOURLY)}
+    plan = plan_schedules(dags, cursors, NOW, broken={"broken"})
+    assert sorted(plan.drop) == ["gone", "unscheduled"]
+    assert plan.cursors == {"kept": cursor("kept", at(13))}
+
+
+def test_a_removed_then_re_added_dag_waits_for_its_next_time() -> None:
+    d = {"d": dag(schedule=HOURLY)}
+    removed = plan_schedules({}, {"d": cursor("d", at(13))}, NOW)
+    assert removed.drop == ["d"]
+    later = NOW + timedelta(days=3)  # back three days later: no cursor, so like a new DAG
+    plan = plan_schedules(d, {}, later)
+    assert plan.due == [] and plan.reset == [cursor("d", at(13, day=4))]
+
+
+def test_one_dag_whose_schedule_cannot_be_computed_does_not_stop_the_others() -> None:
+    dags = {"bad": dag(name="bad", schedule="not cron"), "good": dag(name="good", schedule=HOURLY)}
+    plan = plan_schedules(dags, {}, NOW)
+    assert list(plan.problems) == ["bad"]
+    assert plan.reset == [cursor("good", at(13))]
+    assert "bad" not in plan.cursors
+
+
+# --- plan_fires -----------------------------------------------------------------------
+
+
+def test_a_due_cursor_makes_one_run_and_moves_on() -> None:
+    plan = plan_fires([cursor("d", at(12))], NOW)
+    assert plan.runs == [("d", at(12))]
+    assert plan.advanced == [cursor("d", at(13))]
+
+
+def test_missed_fire_times_make_one_run_for_the_most_recent() -> None:
+    late = at(17, 0) + timedelta(seconds=45)
+    plan = plan_fires([cursor("d", at(12, 1), "* * * * *")], late)
+    assert plan.runs == [("d", at(17))]
+    assert plan.advanced == [cursor("d", at(17, 1), "* * * * *")]
+
+
+def test_a_fire_is_never_before_the_cursor() -> None:
+    # A cursor ahead of the latest fire time (e.g. reset at 12:30 for an hourly
+    # schedule) fires at its own time, never at 12:00 again.
+    plan = plan_fires([cursor("d", at(13))], at(13, 0))
+    assert plan.runs == [("d", at(13))]
+
+
+def test_fires_across_the_fall_back_fold_run_each_hour_once() -> None:
+    ny = "America/New_York"
+    first = datetime(2024, 11, 3, 5, 30, tzinfo=UTC)  # 01:30 EDT
+    second = datetime(2024, 11, 3, 6, 30, tzinfo=UTC)  # 01:30 EST
+    plan = plan_fires([cursor("d", first, "30 * * * *", ny)], first + timedelta(minutes=1))
+    assert plan.runs == [("d", first)]
+    assert plan.advanced == [cursor("d", second, "30 * * * *", ny)]
+    # A pass a minute late in the repeated hour runs it, and the cursor moves ahead of now.
+    late = second + timedelta(minutes=1)
+    plan = plan_fires(plan.advanced, late)
+    assert plan.runs == [("d", second)]
+    assert plan.advanced[0].next_fire_at > late
+
+
+def test_a_cursor_with_a_broken_schedule_is_reported_and_left() -> None:
+    plan = plan_fires([cursor("bad", at(12), "nonsense"), cursor("d", at(12))], NOW)
+    assert list(plan.problems) == ["bad"]
+    assert plan.runs == [("d", at(12))]
+
+
+def test_a_paused_dag_s_cursor_moves_on_without_a_run() -> None:
+    paused = Cursor("d", HOURLY, "UTC", at(12), paused=True)
+    plan = plan_fires([paused], NOW)
+    assert plan.runs == []
+    assert plan.skipped == [("d", at(12))]
+    assert plan.advanced == [cursor("d", at(13))]
