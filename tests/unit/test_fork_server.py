@@ -71,8 +71,26 @@ def run(context):
     os.open("/dev/null", os.O_RDONLY)
 '''
 
+ENDING_TASK = """import atexit
+import sys
+import threading
+import time
+
+
+def run(context):
+    atexit.register(print, "atexit ran")
+
+    def late():
+        time.sleep(0.3)
+        print("thread done")
+
+    threading.Thread(target=late).start()
+    sys.stdout.write("no newline at the end")
+"""
+
 DAG = {
     "workflow.yaml": "description: fork server tests\nretries: 0\n",
+    "ends.py": ENDING_TASK,
     "report.py": REPORT_TASK,
     "messy.py": MESSY_TASK,
     "fails.sh": "echo 'about to fail' >&2\nexit 3\n",
@@ -237,6 +255,24 @@ def test_outcomes_are_those_of_a_new_interpreter(
     assert got.output_tail and "starting (" in got.output_tail  # the output was captured
     if task == "killed.py":
         assert (got.error or "").startswith("killed by signal 9 (SIGKILL): ")
+
+
+def test_an_attempt_ends_as_an_interpreter_ends(
+    manager: WorkerTaskManager, attempts: Attempts, tmp_path: Path
+) -> None:
+    # Forked attempts skip the interpreter's teardown: what it does that can be seen
+    # (threads waited for, atexit callbacks, buffers flushed) must still happen.
+    execed = WorkerTaskManager(log_dir=tmp_path, fork_server=False)
+    try:
+        expected = run(execed, attempts.launch("ends.py"))
+    finally:
+        execed.shutdown(kill=True)
+    got = run(manager, attempts.launch("ends.py"))
+    assert (got.succeeded, got.exit_code) == (expected.succeeded, expected.exit_code) == (True, 0)
+    for outcome in (got, expected):
+        tail = outcome.output_tail or ""
+        for line in ("no newline at the end", "thread done", "atexit ran"):
+            assert line in tail, tail
 
 
 def _untimed(error: str | None) -> str | None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from workflows_tick.entry import TASK_RUN_VARIABLE
 from workflows_tick.errors import LaunchError
 from workflows_tick.lifeline import SCHEDULER_PID
 from workflows_tick.managers.base import (
@@ -229,7 +230,7 @@ class WorkerTaskManager(TaskManager):
         """
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in launch.parameters.items()})
-        env["WORKFLOWS_TASK_RUN_ID"] = str(launch.task_run_id)
+        env[TASK_RUN_VARIABLE] = str(launch.task_run_id)
         env["WORKFLOWS_DAG_RUN_ID"] = str(launch.dag_run_id)
         env["WORKFLOWS_ATTEMPT"] = str(launch.attempt)
         env[SCHEDULER_PID] = str(os.getpid())  # the attempt dies with this process
