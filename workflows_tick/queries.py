@@ -454,14 +454,17 @@ def claim_waiting(
     limit: int,
     now: datetime,
     lease_until: datetime,
+    host: str | None = None,
 ) -> list[Claim]:
-    """Claim the oldest startable waiting task runs and record them as running.
+    """Claim the oldest startable waiting task runs and record them as running
+    (with ``host`` when given; else :func:`set_hosts` records each one's).
 
     Rows another scheduler holds are skipped, and the status is checked again
     after the lock, so a task run is never claimed twice.
     """
     if limit <= 0 or not dag_names:
         return []
+    set_host = ", host = :host" if host is not None else ""
     rows = conn.execute(
         text(
             "WITH picked AS ("
@@ -470,7 +473,7 @@ def claim_waiting(
             "AND r.dag_name = ANY(CAST(:dags AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
-            "lease_expires_at = :lease_until "
+            f"lease_expires_at = :lease_until{set_host} "
             "FROM picked, dag_run r WHERE t.id = picked.id AND r.id = t.dag_run_id "
             "AND t.status = 'waiting' "
             "RETURNING t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, r.parameters"
@@ -481,6 +484,7 @@ def claim_waiting(
             "limit": limit,
             "manager": manager,
             "lease_until": lease_until,
+            "host": host,
         },
     )
     claims = [

@@ -119,6 +119,7 @@ class WorkerTaskManager(TaskManager):
     """
 
     name: ClassVar[str] = "worker"
+    wakes_on_exit: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -215,6 +216,10 @@ class WorkerTaskManager(TaskManager):
     def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         """``<hostname>:<scheduler pid>``: every attempt runs on this machine."""
         return self._host
+
+    def fixed_host(self) -> str | None:
+        """``<hostname>:<scheduler pid>``, unless a subclass places attempts itself."""
+        return self._host if type(self).host_for is WorkerTaskManager.host_for else None
 
     def command_for(self, launch: Launch) -> list[str]:
         """The argument list that runs ``launch``: ``python -m workflows_tick <config> run <dag> -o <task>``."""
