@@ -12,16 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from tests.fake_cronitor import FakeCronitor
 from tests.support import rows, write_project
+from workflows_tick import metrics
 from workflows_tick.cronitor_monitoring import CronitorSettings, CronitorSink
 from workflows_tick.dags import DagRegistry
+from workflows_tick.errors import RunStateError
 from workflows_tick.events import hook_sinks
 from workflows_tick.hooks import Event
 from workflows_tick.outbox import Outbox
-from workflows_tick.scheduler import backfill, trigger_dag
+from workflows_tick.scheduler import backfill, rerun_run, trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
@@ -257,3 +260,48 @@ def test_a_skipped_fire_is_a_run_skipped_event_that_hooks_and_cronitor_ignore(
     assert [(p["state"], p["series"]) for p in cronitor.pings()] == [("run", str(first))]
     # Delivered (to nobody), not left pending.
     assert rows(engine, "SELECT count(*) FROM event WHERE delivered_at IS NULL") == [(0,)]
+
+
+def test_a_skipped_fire_is_counted_and_never_hides_the_last_run_status(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"d": hourly("skip")})
+    manager = InstantManager(outcome=lambda launch: False)
+    t = ticker(engine, reg, manager, clock)
+    t.run_pass()
+    fire(t, clock, passes=6)  # 13:00: fails (three attempts)
+    manager.finish = False
+    fire(t, clock)  # 14:00: runs, never ends
+    fire(t, clock)  # 15:00: skipped, the last row to have ended
+    assert [r[2] for r in runs(engine)] == ["failed", "running", "skipped"]
+    got = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.render(engine).decode())
+        for s in family.samples
+    }
+    assert got[("workflows_dag_runs", (("dag", "d"), ("status", "skipped")))] == 1
+    assert got[("workflows_dag_last_run_status", (("dag", "d"), ("status", "failed")))] == 1
+    assert ("workflows_dag_last_run_status", (("dag", "d"), ("status", "skipped"))) not in got
+    assert got[("workflows_dag_last_skipped_timestamp_seconds", (("dag", "d"),))] == (
+        at(15).timestamp()
+    )
+
+
+def test_rerun_all_runs_a_skipped_fire_after_all(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"d": hourly("skip")})
+    manager = InstantManager(finish=False)
+    t = ticker(engine, reg, manager, clock)
+    t.run_pass()
+    fire(t, clock)
+    fire(t, clock)
+    skipped = runs(engine)[1][0]
+    with pytest.raises(RunStateError, match="--all"):
+        rerun_run(skipped, engine=engine, clock=clock)
+    manager.finish = True
+    rerun_run(skipped, every_task=True, engine=engine, clock=clock)
+    for _ in range(8):
+        t.run_pass()
+    assert [r[2] for r in runs(engine)] == ["succeeded", "succeeded"]
+    assert rows(engine, f"SELECT count(*) FROM task_run WHERE dag_run_id = {skipped}") == [(2,)]
