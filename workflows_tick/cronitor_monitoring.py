@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from workflows_tick import queries
-from workflows_tick.events import RUN_SKIPPED, RUN_STARTED, Delivery, is_run_event
+from workflows_tick.events import RUN_SKIPPED, Delivery, is_run_event, is_run_start
 from workflows_tick.model import Dag
 from workflows_tick.queries import EventRow
 from workflows_tick.states import RunStatus
@@ -203,7 +203,7 @@ def ping_for(delivery: Delivery, settings: CronitorSettings, host: str) -> Ping 
         "host": host,
         "stamp": event.created_at.timestamp(),
     }
-    if event.kind == RUN_STARTED:
+    if is_run_start(event):
         params["state"] = "run"
         return Ping(settings.key(event.dag_name), params)
     params["state"] = "fail" if event.status == RunStatus.FAILED else "complete"
