@@ -10,6 +10,7 @@ registry (:mod:`workflows_tick.dags`) once it has read the other folder. See
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
@@ -17,7 +18,7 @@ import reprlib
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
@@ -27,8 +28,11 @@ from workflows_tick.model import (
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEZONE,
     Dag,
+    DstGap,
+    DstRepeat,
     ExternalInput,
     OutputColumn,
+    Overlap,
     TableOutput,
     Task,
     TaskType,
@@ -47,7 +51,18 @@ MAX_FILE_BYTES = 10 * 1024 * 1024
 
 DATABASE_URL = "DATABASE_URL"
 
-WORKFLOW_KEYS = ("description", "schedule", "timezone", "worker_config", "retries", "retry_delay")
+WORKFLOW_KEYS = (
+    "description",
+    "schedule",
+    "timezone",
+    "worker_config",
+    "retries",
+    "retry_delay",
+    "overlap",
+    "dst_gap",
+    "dst_repeat",
+    "input_timeout",
+)
 TASK_KEYS = (
     "type",
     "description",
@@ -58,6 +73,7 @@ TASK_KEYS = (
     "retries",
     "retry_delay",
     "timeout",
+    "input_timeout",
     "sql",
 )
 OUTPUT_KEYS = ("type", "name", "columns", "validation_queries")
@@ -125,6 +141,10 @@ def workflow_from_text(path: Path, text: str) -> dict[str, Any]:
         "retries": DEFAULT_RETRIES if retries is None else retries,
         "retry_delay": DEFAULT_RETRY_DELAY if retry_delay is None else retry_delay,
         "worker_config": _mapping(path, spec, "worker_config"),
+        "overlap": _choice(path, spec, "overlap", Overlap) or Overlap.QUEUE,
+        "dst_gap": _choice(path, spec, "dst_gap", DstGap),
+        "dst_repeat": _choice(path, spec, "dst_repeat", DstRepeat),
+        "input_timeout": _number(path, spec, "input_timeout", minimum=0.0, strict=True),
     }
 
 
@@ -341,6 +361,7 @@ def task_from_spec(
         retries=_retries(path, spec),
         retry_delay=_retry_delay(path, spec),
         timeout=timeout,
+        input_timeout=_number(path, spec, "input_timeout", minimum=0.0, strict=True),
         body=body,
     )
 
@@ -448,6 +469,25 @@ def _number(
             path, f"{value:g} seconds is over a year (the limit is {MAX_SECONDS})", f"key {key!r}"
         )
     return float(value)
+
+
+_Choice = TypeVar("_Choice", bound=enum.StrEnum)
+
+
+def _choice(
+    path: Path, spec: Mapping[Any, Any], key: str, choices: type[_Choice]
+) -> _Choice | None:
+    """The value of ``key``, one of the strings of ``choices``; None when absent."""
+    value = spec.get(key)
+    if value is None:
+        return None
+    allowed = ", ".join(c.value for c in choices)
+    if not isinstance(value, str):
+        _fail(path, f"expected one of {allowed}, got {_kind(value)}", f"key {key!r}")
+    try:
+        return choices(value)
+    except ValueError:
+        _fail(path, f"unknown value {value[:40]!r}; expected one of {allowed}", f"key {key!r}")
 
 
 def _retries(path: Path, spec: Mapping[Any, Any]) -> int | None:

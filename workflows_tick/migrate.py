@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HEAD = "0004"
+HEAD = "0005"
 """The newest revision in migrations/versions (a test keeps them in step)."""
 
 _LOCK_KEY = 0x776F726B666C6F77  # "workflow"

@@ -8,6 +8,8 @@ read into these by :mod:`workflows_tick.loader`, on behalf of the registry in
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,35 @@ class TaskType(enum.StrEnum):
     SQL = "sql"
     PYTHON = "python"
     SHELL = "shell"
+
+
+class Overlap(enum.StrEnum):
+    """What a scheduled fire does while an earlier run of the DAG has not ended."""
+
+    QUEUE = "queue"
+    """Create the run; it starts when the earlier ones have ended (the default)."""
+    SKIP = "skip"
+    """Create no run; the fire is recorded as a ``skipped`` run."""
+    REPLACE = "replace"
+    """Cancel the earlier runs that have not ended, then create the run."""
+
+
+class DstGap(enum.StrEnum):
+    """A fire time that does not exist on the spring-forward day (unset: cron's rule)."""
+
+    RUN_LATE = "run_late"
+    """Fire at the first existing time after the gap."""
+    SKIP = "skip"
+    """Do not fire."""
+
+
+class DstRepeat(enum.StrEnum):
+    """A fire time that occurs twice on the fall-back day (unset: cron's rule)."""
+
+    ONCE = "once"
+    """Fire at its first occurrence only."""
+    BOTH = "both"
+    """Fire at both occurrences."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +98,8 @@ class Task:
     retries: int | None = None
     retry_delay: float | None = None
     timeout: float | None = None
+    input_timeout: float | None = None
+    """Seconds a task run may wait for its inputs on other DAGs before it fails."""
     body: str = ""
     """The SQL of a ``sql`` task or the script of a ``shell`` task."""
     dag: Dag | None = field(default=None, compare=False, repr=False)
@@ -129,17 +162,25 @@ class Dag:
     retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     worker_config: Mapping[str, Any] = field(default_factory=dict)
+    overlap: Overlap = Overlap.QUEUE
+    dst_gap: DstGap | None = None
+    dst_repeat: DstRepeat | None = None
+    input_timeout: float | None = None
+    """The default of the tasks' ``input_timeout`` (None: wait as long as it takes)."""
     skipped: tuple[str, ...] = ()
     """Files of the folder that look like tasks but are not, each with the reason."""
     registry: Any = field(default=None, compare=False, repr=False)
     """The :class:`~workflows_tick.dags.DagRegistry` that loaded this DAG
     (dag-workflows' ``dag.registry``); typed loosely so the model imports no I/O."""
+    fingerprint: str = field(init=False, compare=False, repr=False)
+    """A short hash of what the scheduler decides with (see :func:`fingerprint_of`)."""
 
     def __post_init__(self) -> None:
         table = self.tasks if isinstance(self.tasks, TaskTable) else TaskTable(self.tasks)
         object.__setattr__(self, "tasks", table)
         for task in table.values():
             object.__setattr__(task, "dag", self)
+        object.__setattr__(self, "fingerprint", fingerprint_of(self))
 
     @property
     def folder(self) -> str:
@@ -160,6 +201,9 @@ class Dag:
 
     def retry_delay_of(self, task: Task) -> float:
         return self.retry_delay if task.retry_delay is None else task.retry_delay
+
+    def input_timeout_of(self, task: Task) -> float | None:
+        return self.input_timeout if task.input_timeout is None else task.input_timeout
 
     def downstream(self, name: str) -> set[str]:
         """``name`` and every task that depends on it, directly or not."""
@@ -195,6 +239,41 @@ class Dag:
                     f"and upstream of {end!r}"
                 )
         return [t for t in self.tasks.values() if t.name in chosen]
+
+
+def fingerprint_of(dag: Dag) -> str:
+    """A short hash of everything the scheduler decides a DAG's runs with: its tasks
+    (names, types, inputs here and on other DAGs, retries, delays and timeouts) and
+    its schedule keys. Task code, descriptions, parameters and manager options are
+    left out: they change what an attempt does, not what the scheduler decides.
+
+    Two schedulers with the same fingerprint for a DAG plan its runs the same way.
+    """
+    tasks = [
+        [
+            t.name,
+            t.type.value,
+            list(t.inputs),
+            [f"{ref.dag}:{ref.task}" for ref in t.external_inputs],
+            t.retries,
+            t.retry_delay,
+            t.timeout,
+            t.input_timeout,
+        ]
+        for t in sorted(dag.tasks.values(), key=lambda t: t.name)
+    ]
+    keys = [
+        dag.schedule,
+        dag.timezone,
+        dag.retries,
+        dag.retry_delay,
+        dag.overlap.value,
+        dag.dst_gap and dag.dst_gap.value,
+        dag.dst_repeat and dag.dst_repeat.value,
+        dag.input_timeout,
+    ]
+    text = json.dumps([tasks, keys], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _closure(start: str, edges: Mapping[str, list[str]]) -> set[str]:

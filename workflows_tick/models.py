@@ -75,6 +75,11 @@ class DagSchedule(Base):
     timezone: Mapped[str] = mapped_column(Text)
     next_fire_at: Mapped[datetime] = mapped_column(TZ)
     updated_at: Mapped[datetime] = mapped_column(TZ)
+    dst_gap: Mapped[str | None] = mapped_column(Text)
+    dst_repeat: Mapped[str | None] = mapped_column(Text)
+    """The DST policy ``next_fire_at`` was computed with (NULL: the default rule)."""
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    """The fingerprint of the DAG copy that last set this cursor."""
 
 
 class DagRun(Base):
@@ -98,6 +103,8 @@ class DagRun(Base):
     created_at: Mapped[datetime] = mapped_column(TZ)
     ended_at: Mapped[datetime | None] = mapped_column(TZ)
     message: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    """The fingerprint of the DAG copy that created (or adopted) the run; NULL: any."""
 
 
 class TaskRun(Base):
@@ -111,6 +118,11 @@ class TaskRun(Base):
         ),
         Index("ix_task_run_running", "manager", postgresql_where=text("status = 'running'")),
         Index("ix_task_run_failed", "ended_at", "id", postgresql_where=text("status = 'failed'")),
+        Index(
+            "ix_task_run_waiting_for",
+            "id",
+            postgresql_where=text("status = 'waiting' AND waiting_for IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
@@ -132,6 +144,8 @@ class TaskRun(Base):
     output_tail: Mapped[str | None] = mapped_column(Text)
     superseded: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     """A rerun replaced this attempt: it stays in the history, the run's plan ignores it."""
+    waiting_for: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    """The ``dag:task`` inputs on other DAGs this task run still waits for (NULL: none)."""
 
 
 class DagState(Base):
@@ -162,6 +176,8 @@ class SchedulerHeartbeat(Base):
     """The names of the DAGs this scheduler has loaded (and so runs)."""
     stopped_at: Mapped[datetime | None] = mapped_column(TZ)
     """Set when the process exits cleanly; NULL while it runs (or after a crash)."""
+    fingerprints: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    """The fingerprint of each loaded DAG, by name."""
 
 
 class Event(Base):

@@ -10,6 +10,8 @@ class RunStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+    """A scheduled fire passed without running, by the DAG's ``overlap: skip`` policy."""
 
 
 class TaskStatus(enum.StrEnum):

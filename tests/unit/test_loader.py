@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,8 +13,11 @@ from workflows_tick.errors import DagLoadError, UnknownDagError
 from workflows_tick.model import (
     DEFAULT_RETRIES,
     Dag,
+    DstGap,
+    DstRepeat,
     ExternalInput,
     OutputColumn,
+    Overlap,
     TableOutput,
     TaskType,
 )
@@ -361,3 +365,59 @@ def test_a_retry_delay_of_a_year_is_planned_a_year_later(tmp_path: Path) -> None
     assert [(new.task_name, new.attempt, new.not_before) for new in plan.create] == [
         ("a.yaml", 2, datetime(2024, 12, 31, tzinfo=UTC))
     ]
+
+
+def test_schedule_policy_keys_and_their_defaults(tmp_path: Path) -> None:
+    write_dag(tmp_path, "plain", {"a.yaml": "description: a\n"})
+    dag = load(tmp_path, "plain")
+    assert (dag.overlap, dag.dst_gap, dag.dst_repeat, dag.input_timeout) == (
+        Overlap.QUEUE,
+        None,
+        None,
+        None,
+    )
+    workflow = (
+        "description: d\noverlap: replace\ndst_gap: skip\ndst_repeat: both\ninput_timeout: 60\n"
+    )
+    write_dag(tmp_path, "full", {"a.yaml": "description: a\ninput_timeout: 5\n"}, workflow)
+    dag = load(tmp_path, "full")
+    assert (dag.overlap, dag.dst_gap, dag.dst_repeat, dag.input_timeout) == (
+        Overlap.REPLACE,
+        DstGap.SKIP,
+        DstRepeat.BOTH,
+        60.0,
+    )
+    assert dag.input_timeout_of(dag.task("a.yaml")) == 5.0
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (
+            "overlap: sometimes",
+            "key 'overlap'.*unknown value 'sometimes'; expected one of queue, skip, replace",
+        ),
+        ("dst_gap: 3", "key 'dst_gap'.*expected one of run_late, skip, got an integer 3"),
+        ("dst_repeat: twice", "key 'dst_repeat'.*expected one of once, both"),
+        ("input_timeout: 0", "key 'input_timeout'.*expected a number of seconds > 0"),
+    ],
+)
+def test_a_bad_schedule_policy_value_is_one_line_naming_the_key(
+    tmp_path: Path, line: str, expected: str
+) -> None:
+    write_dag(tmp_path, "bad", {}, f"description: d\n{line}\n")
+    message = load_error(tmp_path, "bad")
+    assert "\n" not in message
+    assert re.search(expected, message), message
+
+
+def test_the_fingerprint_changes_with_what_the_scheduler_decides_with(tmp_path: Path) -> None:
+    write_dag(tmp_path, "one", {"a.yaml": "description: a\n"})
+    write_dag(tmp_path, "same", {"a.yaml": "description: other words\n"})
+    write_dag(tmp_path, "more", {"a.yaml": "description: a\n", "b.yaml": "description: b\n"})
+    write_dag(
+        tmp_path, "daily", {"a.yaml": "description: a\n"}, "description: d\nschedule: '@daily'\n"
+    )
+    fingerprints = {n: load(tmp_path, n).fingerprint for n in ("one", "same", "more", "daily")}
+    assert fingerprints["one"] == fingerprints["same"]
+    assert len({fingerprints["one"], fingerprints["more"], fingerprints["daily"]}) == 3
