@@ -330,13 +330,26 @@ def input_window(upstream: Dag, task_name: str, anchor: datetime) -> InputWindow
 def input_windows(
     waits: Iterable[InputWait], dags: Mapping[str, Dag]
 ) -> dict[int, dict[str, InputWindow]]:
-    """Task run id -> each input it waits for -> its window, for the waits this
-    scheduler can decide: a wait naming a DAG that is not in ``dags`` (not loaded
-    here), or whose schedule cannot be computed, is left out, and so left alone."""
+    """Task run id -> each input it still waits for -> its window, for the waits this
+    scheduler can decide (its DAG is in ``dags``).
+
+    An input the task no longer lists in ``dags``' copy (the DAG was edited since the
+    task run was created) is left out: it is no longer waited for, as the plan of a
+    run follows the current DAG. A wait naming a DAG that is not in ``dags`` (not
+    loaded here), or one whose schedule cannot be computed, is left out whole, and so
+    left alone.
+    """
     windows: dict[int, dict[str, InputWindow]] = {}
     for wait in waits:
+        dag = dags.get(wait.dag_name)
+        if dag is None:
+            continue
+        task = dag.tasks.get(wait.task_name)
+        listed = set(external_names(task)) if task is not None else set()
         found: dict[str, InputWindow] = {}
         for name in wait.waiting_for:
+            if name not in listed:
+                continue
             dag_name, _, task_name = name.partition(":")
             upstream = dags.get(dag_name)
             if upstream is None:
@@ -346,8 +359,7 @@ def input_windows(
             except Exception:  # a schedule cron cannot compute: plan_schedules reports it
                 break
         else:
-            if wait.dag_name in dags:
-                windows[wait.task_run_id] = found
+            windows[wait.task_run_id] = found
     return windows
 
 
@@ -360,7 +372,7 @@ def settle_waits(
 ) -> WaitPlan:
     """Which waits end, shrink or time out, given the ``satisfied`` windows (those in
     which the database holds a success). A wait left out of ``windows`` is not
-    changed. One whose inputs are not all there once ``input_timeout`` seconds have
+    changed; an input left out of its ``windows`` entry is no longer waited for. One whose inputs are not all there once ``input_timeout`` seconds have
     passed since it was created fails, naming what it waited for and where."""
     updates: list[WaitUpdate] = []
     deadlines: list[datetime] = []
@@ -368,7 +380,9 @@ def settle_waits(
         found = windows.get(wait.task_run_id)
         if found is None:
             continue
-        missing = tuple(name for name in wait.waiting_for if found[name] not in satisfied)
+        missing = tuple(
+            name for name in wait.waiting_for if name in found and found[name] not in satisfied
+        )
         dag = dags[wait.dag_name]
         task = dag.tasks.get(wait.task_name)
         timeout = dag.input_timeout if task is None else dag.input_timeout_of(task)

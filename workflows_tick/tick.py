@@ -119,7 +119,11 @@ class Ticker:
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
         self._waiting_dags: list[str] = []
-        """The loaded DAGs with inputs on other DAGs: the only ones whose task runs wait."""
+        """The loaded DAGs with inputs on other DAGs: those whose new task runs wait."""
+        self._check_waits = True
+        """Whether the next pass resolves waits on other DAGs: always while a loaded
+        DAG has such inputs; otherwise once after each load (waits created before an
+        edit removed those inputs are then released), and again while any remain."""
         self._broken: dict[str, DagLoadError] = {}
         self._unknown_since: dict[str, int] = {}
         """DAG name -> the registry generation in which a pass first met its runs
@@ -156,6 +160,7 @@ class Ticker:
             for name, dag in self._dags.items()
             if any(task.external_inputs for task in dag.tasks.values())
         )
+        self._check_waits = True
 
     @property
     def dags(self) -> dict[str, Dag]:
@@ -182,8 +187,9 @@ class Ticker:
                     log.warning("task runs %s lost their lease and are failed", expired)
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
-                if self._waiting_dags:
-                    self._resolve_input_waits(conn, now, result)
+                if self._check_waits:
+                    found = self._resolve_input_waits(conn, now, result)
+                    self._check_waits = bool(self._waiting_dags) or found
                 claims = self._claim(conn, now) if self.starting else []
                 dags = tuple(sorted(self._dags))
                 beat = self._heartbeat_due(result, bool(claims or alive), dags, started)
@@ -361,13 +367,14 @@ class Ticker:
         queries.finish_runs(conn, finished, now)
         result.ended_runs = len(finished)
 
-    def _resolve_input_waits(self, conn: Connection, now: datetime, result: PassResult) -> None:
+    def _resolve_input_waits(self, conn: Connection, now: datetime, result: PassResult) -> bool:
         """Let task runs whose inputs on other DAGs have come start, and fail those
-        whose ``input_timeout`` passed first. Three statements at most, however many
-        waits: lock the waits, check every window at once, write what changed."""
-        waits = queries.lock_input_waits(conn, self._waiting_dags)
+        whose ``input_timeout`` passed first; whether any wait was found. Three
+        statements at most, however many waits: lock the waits, check every window
+        at once, write what changed."""
+        waits = queries.lock_input_waits(conn, list(self._dags))
         if not waits:
-            return
+            return False
         windows = input_windows(waits, self._dags)
         needed = {window for found in windows.values() for window in found.values()}
         satisfied = queries.satisfied_windows(conn, needed)
@@ -383,6 +390,7 @@ class Ticker:
         if result.inputs_ready:
             # Another scheduler, asleep, may have the capacity to start them.
             queries.notify_work(conn)
+        return True
 
     def _is_gone(self, run: queries.DagRunRow) -> bool:
         """Whether a run's DAG, absent from the registry, is really gone: the folder

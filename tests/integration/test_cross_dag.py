@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
 from tests.support import rows, write_project
 from workflows_tick.dags import DagRegistry
@@ -299,3 +299,54 @@ def test_two_schedulers_never_start_a_waiting_task_early_or_twice(
 
     assert sum(len(started_x(m)) for _, m in pairs) == 1
     assert x_runs(engine) == [(1, "succeeded", None)]
+
+
+def test_an_edit_removing_the_input_releases_the_waiting_task_run(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    upstream = Upstream()
+    upstream.state = False
+    reg = project(tmp_path, up="")
+    t, manager = ticker(engine, reg, clock, upstream)
+    trigger_dag("down", creator="test", engine=engine, clock=clock)
+    settle(t)
+    assert x_runs(engine) == [(1, "waiting", ["up:t.yaml"])]
+
+    (tmp_path / "down" / "x.yaml").write_text("type: no_op\n")
+    t.reload_dags()  # no loaded DAG has inputs on another one now
+    settle(t)
+
+    assert x_runs(engine) == [(1, "succeeded", None)]
+    assert started_x(manager) == [("down", "x.yaml", 1)]
+
+
+def waits_probes(engine: Engine, t: Ticker) -> int:
+    """How many statements of one pass look for task runs waiting on other DAGs."""
+    statements: list[str] = []
+
+    def log(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", log)
+    try:
+        t.run_pass()
+    finally:
+        event.remove(engine, "before_cursor_execute", log)
+    return sum("waiting_for IS NOT NULL" in s for s in statements)
+
+
+def test_the_pass_looks_for_waits_only_when_a_dag_has_inputs_on_another(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(
+        tmp_path / "plain",
+        {"a": {"workflow.yaml": "description: a\n", "t.yaml": "type: no_op\n"}},
+    )
+    plain, _ = ticker(engine, reg, clock, Upstream())
+    # Once after loading (waits an edit may have orphaned), then never again.
+    assert [waits_probes(engine, plain) for _ in range(3)] == [1, 0, 0]
+    plain.reload_dags()
+    assert [waits_probes(engine, plain) for _ in range(2)] == [1, 0]
+
+    cross, _ = ticker(engine, project(tmp_path / "cross"), clock, Upstream())
+    assert [waits_probes(engine, cross) for _ in range(3)] == [1, 1, 1]
