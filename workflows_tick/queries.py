@@ -460,26 +460,32 @@ def finish_runs(
 # --- inputs on other DAGs ---------------------------------------------------------------
 
 
-def lock_input_waits(conn: Connection, dag_names: Sequence[str]) -> list[InputWait]:
-    """The waiting task runs of ``dag_names``' running runs that wait for inputs on
-    other DAGs, locked; rows another scheduler holds are skipped (one probe of the
-    partial index ``ix_task_run_waiting_for`` when none waits)."""
-    if not dag_names:
-        return []
+def lock_input_waits(conn: Connection) -> list[InputWait]:
+    """The waiting task runs of running runs that wait for inputs on other DAGs,
+    locked; rows another scheduler holds are skipped. One probe of the partial index
+    ``ix_task_run_waiting_for`` when none waits (no DAG list is sent: the caller
+    leaves alone the waits of DAGs it has not loaded)."""
     rows = conn.execute(
         text(
             "SELECT t.id, r.dag_name, t.task_name, COALESCE(r.scheduled_for, r.created_at) "
             "AS anchor, t.created_at, t.waiting_for FROM task_run t "
             "JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'waiting' AND t.waiting_for IS NOT NULL AND r.status = 'running' "
-            "AND r.dag_name = ANY(CAST(:dags AS text[])) ORDER BY t.id FOR UPDATE OF t SKIP LOCKED"
-        ),
-        {"dags": list(dag_names)},
+            "ORDER BY t.id FOR UPDATE OF t SKIP LOCKED"
+        )
     )
     return [
         InputWait(r.id, r.dag_name, r.task_name, r.anchor, r.created_at, tuple(r.waiting_for))
         for r in rows
     ]
+
+
+_SUCCEEDED_IN = (
+    "SELECT 1 FROM dag_run x JOIN task_run u ON u.dag_run_id = x.id AND u.task_name = v.task "
+    "WHERE x.dag_name = v.dag AND u.status = 'succeeded' AND NOT u.superseded"
+)
+"""A current attempt of window ``v``'s task succeeded in a run ``x`` of its DAG (the
+caller adds the window's condition on ``x``)."""
 
 
 def satisfied_windows(conn: Connection, windows: Collection[InputWindow]) -> set[InputWindow]:
@@ -492,15 +498,13 @@ def satisfied_windows(conn: Connection, windows: Collection[InputWindow]) -> set
         text(
             "SELECT v.i FROM unnest(CAST(:dags AS text[]), CAST(:tasks AS text[]), "
             "CAST(:earliest AS timestamptz[]), CAST(:latest AS timestamptz[])) "
-            "WITH ORDINALITY AS v(dag, task, earliest, latest, i) WHERE EXISTS ("
-            "SELECT 1 FROM dag_run x JOIN task_run u ON u.dag_run_id = x.id "
-            "WHERE x.dag_name = v.dag AND u.task_name = v.task AND u.status = 'succeeded' "
-            "AND NOT u.superseded AND ("
-            # Scheduled and backfill runs: a range of the (dag_name, scheduled_for) index;
-            # manual runs: their creation time.
-            "x.scheduled_for BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest "
-            "OR (x.scheduled_for IS NULL "
-            "AND x.created_at BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest)))"
+            "WITH ORDINALITY AS v(dag, task, earliest, latest, i) "
+            # Scheduled and backfill runs: a range of the (dag_name, scheduled_for) index.
+            f"WHERE EXISTS ({_SUCCEEDED_IN} AND x.scheduled_for "
+            "BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest) "
+            # Manual runs: their creation time.
+            f"OR EXISTS ({_SUCCEEDED_IN} AND x.scheduled_for IS NULL "
+            "AND x.created_at BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest)"
         ),
         {
             "dags": [w.dag_name for w in ordered],

@@ -11,8 +11,9 @@ Order within a pass:
    what lost its lease, create due scheduled runs, advance the earliest running run
    of each DAG (create ready task runs and retries, end finished runs), resolve
    the waits of task runs on inputs of other DAGs (only when a loaded DAG has
-   such inputs), claim the oldest startable waiting task runs, and record this scheduler's heartbeat (every
-   pass that writes anyway, else at most once a second); commit;
+   such inputs), claim the oldest startable waiting task runs, and record this
+   scheduler's heartbeat (every pass that writes anyway, else at most once a
+   second); commit;
 3. launch the claimed task runs; a launch that fails fails its attempt.
 """
 
@@ -211,7 +212,8 @@ class Ticker:
         if result.did_work:
             log.info(
                 "pass: %d finished, %d expired, %d runs created, %d task runs created, "
-                "%d runs ended, %d inputs ready, %d inputs timed out, %d started, %d launch failures",
+                "%d runs ended, %d inputs ready, %d inputs timed out, %d started, "
+                "%d launch failures",
                 result.finished,
                 result.expired,
                 len(result.created_runs),
@@ -372,7 +374,7 @@ class Ticker:
         whose ``input_timeout`` passed first; whether any wait was found. Three
         statements at most, however many waits: lock the waits, check every window
         at once, write what changed."""
-        waits = queries.lock_input_waits(conn, list(self._dags))
+        waits = queries.lock_input_waits(conn)
         if not waits:
             return False
         windows = input_windows(waits, self._dags)
