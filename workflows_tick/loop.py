@@ -303,7 +303,9 @@ class Loop:
             unknown = result.unknown_dags
             if self.options.until_idle and self._idle(result):
                 return
-            if result.did_work or unknown:
+            if result.left_work or unknown or (result.did_work and not self.manager.wakes_on_exit):
+                # Pass again at once. After a pass that did work only if the manager
+                # cannot wake the loop when an attempt ends (it may have outcomes now).
                 continue
             # Wake for the next fire time and the next input_timeout to enforce.
             wake_at = _earliest(result.next_fire_at, result.next_input_deadline)

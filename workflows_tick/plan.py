@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from workflows_tick import cron
@@ -43,12 +43,14 @@ class Cursor:
     running: tuple[int, ...] = ()
     """The ids of the DAG's runs that have not ended, oldest first (read after the
     cursor is locked; only due cursors carry them)."""
+    dst: cron.DstPolicy = cron.DEFAULT_DST
+    """The DST policy ``next_fire_at`` was computed with (the DAG's when it was set)."""
 
 
 @dataclass(frozen=True)
 class SchedulePlan:
     reset: list[Cursor] = field(default_factory=list)
-    """Cursors of new DAGs and of edited schedules (or time zones): from now on."""
+    """Cursors of new DAGs and of edited schedules (time zones, DST policies): from now on."""
     due: list[str] = field(default_factory=list)
     """DAGs whose next fire time has come."""
     drop: list[str] = field(default_factory=list)
@@ -83,8 +85,8 @@ def plan_schedules(
 ) -> SchedulePlan:
     """What to do with the schedule cursors of ``dags`` (the DAGs that load).
 
-    A DAG first seen, or whose schedule or time zone changed, gets a cursor at its
-    next fire time after ``now``: past times never replay. A DAG without a schedule,
+    A DAG first seen, or whose schedule, time zone or DST policy changed, gets a
+    cursor at its next fire time after ``now``: past times never replay. A DAG without a schedule,
     or gone from the folder, keeps no cursor, so when it (or its schedule) comes
     back it waits for its next time like a new DAG. ``broken`` DAGs (in the folder,
     failing to load) keep theirs.
@@ -94,13 +96,18 @@ def plan_schedules(
         if dag.schedule is None:
             continue
         cursor = cursors.get(name)
-        if cursor is None or (cursor.schedule, cursor.timezone) != (dag.schedule, dag.timezone):
+        dst = cron.DstPolicy.of(dag)
+        if cursor is None or (cursor.schedule, cursor.timezone, cursor.dst) != (
+            dag.schedule,
+            dag.timezone,
+            dst,
+        ):
             try:
-                fire = cron.next_fire(dag.schedule, dag.timezone, now)
+                fire = cron.next_fire(dag.schedule, dag.timezone, now, dst)
             except Exception as exc:  # one DAG's bad schedule never stops the others
                 plan.problems[name] = str(exc)
                 continue
-            cursor = Cursor(name, dag.schedule, dag.timezone, fire)
+            cursor = Cursor(name, dag.schedule, dag.timezone, fire, dst=dst)
             plan.reset.append(cursor)
         elif cursor.next_fire_at <= now:
             plan.due.append(name)
@@ -118,7 +125,8 @@ def plan_fires(
 ) -> FirePlan:
     """One run per due cursor, for its most recent fire time however many were
     missed, and never for a time before the cursor (no time runs twice). A paused
-    DAG's cursor moves on without a run, so unpausing replays nothing.
+    DAG's cursor moves on without a run, so unpausing replays nothing. Fire times
+    follow each cursor's DST policy.
 
     While runs of the DAG have not ended (``cursor.running``), its ``overlap``
     policy (default ``queue``) decides: ``queue`` creates the run, ``skip`` records
@@ -127,8 +135,9 @@ def plan_fires(
     plan = FirePlan()
     for cursor in due:
         try:
-            fire = max(cron.latest_fire(cursor.schedule, cursor.timezone, now), cursor.next_fire_at)
-            following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
+            latest = cron.latest_fire(cursor.schedule, cursor.timezone, now, cursor.dst)
+            fire = max(latest, cursor.next_fire_at)
+            following = cron.next_fire(cursor.schedule, cursor.timezone, fire, cursor.dst)
         except Exception as exc:
             plan.problems[cursor.dag_name] = str(exc)
             continue
@@ -141,7 +150,7 @@ def plan_fires(
             plan.runs.append((cursor.dag_name, fire))
             if cursor.running and policy is Overlap.REPLACE:
                 plan.replace[cursor.dag_name] = cursor.running
-        plan.advanced.append(Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following))
+        plan.advanced.append(replace(cursor, next_fire_at=following, paused=False, running=()))
     return plan
 
 
@@ -350,11 +359,14 @@ class WaitPlan:
 def input_window(upstream: Dag, task_name: str, anchor: datetime) -> InputWindow:
     """Where a run anchored at ``anchor`` finds its input ``upstream:task_name``: in a
     run of ``upstream`` anchored at or before ``anchor`` and no older than
-    ``upstream``'s latest fire time at ``anchor`` (its latest due run). An upstream DAG
+    ``upstream``'s latest fire time at ``anchor`` (its latest due run; under its own
+    DST policy). An upstream DAG
     without a schedule has no such bound: any run at or before ``anchor`` counts."""
     if upstream.schedule is None:
         return InputWindow(upstream.name, task_name, None, anchor)
-    earliest = cron.latest_fire(upstream.schedule, upstream.timezone, anchor)
+    earliest = cron.latest_fire(
+        upstream.schedule, upstream.timezone, anchor, cron.DstPolicy.of(upstream)
+    )
     return InputWindow(upstream.name, task_name, earliest, anchor)
 
 

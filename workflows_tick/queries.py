@@ -16,8 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from workflows_tick.cron import DstPolicy
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
+from workflows_tick.model import DstGap, DstRepeat
 from workflows_tick.plan import (
     Cursor,
     InputWait,
@@ -228,24 +230,51 @@ def expire_leases(conn: Connection, now: datetime) -> list[int]:
 # --- schedules ------------------------------------------------------------------------
 
 
+def _dst_policy(gap: str | None, repeat: str | None) -> DstPolicy:
+    """The DST policy stored in a cursor row (a value this version does not know reads
+    as unset, so the cursor differs from any DAG that chose it and is reset)."""
+    gaps = {g.value: g for g in DstGap}
+    repeats = {r.value: r for r in DstRepeat}
+    return DstPolicy(gaps.get(gap or ""), repeats.get(repeat or ""))
+
+
 def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
-    rows = conn.execute(text("SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule"))
-    return {r.dag_name: Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at) for r in rows}
+    rows = conn.execute(
+        text(
+            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat "
+            "FROM dag_schedule"
+        )
+    )
+    return {
+        r.dag_name: Cursor(
+            r.dag_name,
+            r.schedule,
+            r.timezone,
+            r.next_fire_at,
+            dst=_dst_policy(r.dst_gap, r.dst_repeat),
+        )
+        for r in rows
+    }
 
 
 def upsert_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
-    """Create cursors of new DAGs and reset those whose schedule or time zone changed."""
+    """Create cursors of new DAGs and reset those whose schedule, time zone or DST
+    policy changed."""
     if not cursors:
         return
     conn.execute(
         text(
-            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, updated_at) "
+            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, "
+            "dst_gap, dst_repeat, updated_at) "
             "SELECT v.*, :now FROM unnest(CAST(:names AS text[]), CAST(:schedules AS text[]), "
-            "CAST(:zones AS text[]), CAST(:fires AS timestamptz[])) AS v "
+            "CAST(:zones AS text[]), CAST(:fires AS timestamptz[]), CAST(:gaps AS text[]), "
+            "CAST(:repeats AS text[])) AS v "
             "ON CONFLICT (dag_name) DO UPDATE SET schedule = excluded.schedule, "
-            "timezone = excluded.timezone, next_fire_at = excluded.next_fire_at, updated_at = :now "
-            "WHERE (dag_schedule.schedule, dag_schedule.timezone) "
-            "IS DISTINCT FROM (excluded.schedule, excluded.timezone)"
+            "timezone = excluded.timezone, next_fire_at = excluded.next_fire_at, "
+            "dst_gap = excluded.dst_gap, dst_repeat = excluded.dst_repeat, updated_at = :now "
+            "WHERE (dag_schedule.schedule, dag_schedule.timezone, dag_schedule.dst_gap, "
+            "dag_schedule.dst_repeat) IS DISTINCT FROM "
+            "(excluded.schedule, excluded.timezone, excluded.dst_gap, excluded.dst_repeat)"
         ),
         {
             "now": now,
@@ -253,6 +282,8 @@ def upsert_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -
             "schedules": [c.schedule for c in cursors],
             "zones": [c.timezone for c in cursors],
             "fires": [c.next_fire_at for c in cursors],
+            "gaps": [c.dst.gap and c.dst.gap.value for c in cursors],
+            "repeats": [c.dst.repeat and c.dst.repeat.value for c in cursors],
         },
     )
 
@@ -276,7 +307,8 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
     """
     rows = conn.execute(
         text(
-            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, EXISTS ("
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, s.dst_gap, "
+            "s.dst_repeat, EXISTS ("
             "SELECT 1 FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
             "FROM dag_schedule s "
             "WHERE s.dag_name = ANY(CAST(:names AS text[])) AND s.next_fire_at <= :now "
@@ -298,23 +330,37 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
         )
     }
     return [
-        Cursor(r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused, running[r.dag_name])
+        Cursor(
+            r.dag_name,
+            r.schedule,
+            r.timezone,
+            r.next_fire_at,
+            r.paused,
+            running[r.dag_name],
+            dst=_dst_policy(r.dst_gap, r.dst_repeat),
+        )
         for r in rows
     ]
 
 
 def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
+    """Move locked cursors to their next fire times, with the DST policy each was
+    computed with."""
     if cursors:
         conn.execute(
             text(
-                "UPDATE dag_schedule s SET next_fire_at = v.fire, updated_at = :now "
-                "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[])) AS v(name, fire) "
+                "UPDATE dag_schedule s SET next_fire_at = v.fire, dst_gap = v.gap, "
+                "dst_repeat = v.repeat, updated_at = :now "
+                "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[]), "
+                "CAST(:gaps AS text[]), CAST(:repeats AS text[])) AS v(name, fire, gap, repeat) "
                 "WHERE s.dag_name = v.name"
             ),
             {
                 "now": now,
                 "names": [c.dag_name for c in cursors],
                 "fires": [c.next_fire_at for c in cursors],
+                "gaps": [c.dst.gap and c.dst.gap.value for c in cursors],
+                "repeats": [c.dst.repeat and c.dst.repeat.value for c in cursors],
             },
         )
 
@@ -614,8 +660,10 @@ def claim_waiting(
     limit: int,
     now: datetime,
     lease_until: datetime,
+    host: str | None = None,
 ) -> list[Claim]:
-    """Claim the oldest startable waiting task runs and record them as running.
+    """Claim the oldest startable waiting task runs and record them as running
+    (with ``host`` when given; else :func:`set_hosts` records each one's).
 
     Startable: its retry delay has passed and it waits for no input on another DAG.
 
@@ -624,6 +672,7 @@ def claim_waiting(
     """
     if limit <= 0 or not dag_names:
         return []
+    set_host = ", host = :host" if host is not None else ""
     rows = conn.execute(
         text(
             "WITH picked AS ("
@@ -632,7 +681,7 @@ def claim_waiting(
             "AND r.status = 'running' AND r.dag_name = ANY(CAST(:dags AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
-            "lease_expires_at = :lease_until "
+            f"lease_expires_at = :lease_until{set_host} "
             "FROM picked, dag_run r WHERE t.id = picked.id AND r.id = t.dag_run_id "
             "AND t.status = 'waiting' AND t.waiting_for IS NULL "
             "RETURNING t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, r.parameters"
@@ -643,6 +692,7 @@ def claim_waiting(
             "limit": limit,
             "manager": manager,
             "lease_until": lease_until,
+            "host": host,
         },
     )
     claims = [
@@ -851,14 +901,15 @@ def paused_dags(conn: Connection) -> list[PausedDag]:
 def lock_cursor(conn: Connection, dag_name: str) -> Cursor | None:
     row = conn.execute(
         text(
-            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
-            "WHERE dag_name = :dag FOR UPDATE"
+            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat "
+            "FROM dag_schedule WHERE dag_name = :dag FOR UPDATE"
         ),
         {"dag": dag_name},
     ).one_or_none()
-    return (
-        None if row is None else Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at)
-    )
+    if row is None:
+        return None
+    dst = _dst_policy(row.dst_gap, row.dst_repeat)
+    return Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at, dst=dst)
 
 
 # --- control: rerun -------------------------------------------------------------------

@@ -12,8 +12,7 @@ Order within a pass:
    of each DAG (create ready task runs and retries, end finished runs), resolve
    the waits of task runs on inputs of other DAGs (only when a loaded DAG has
    such inputs), claim the oldest startable waiting task runs, and record this
-   scheduler's heartbeat (every pass that writes anyway, else at most once a
-   second); commit;
+   scheduler's heartbeat (at most once a second); commit;
 3. launch the claimed task runs; a launch that fails fails its attempt.
 """
 
@@ -87,6 +86,18 @@ class PassResult:
     next_fire_at: datetime | None = None
     failed: bool = False
     """The pass did not complete (the loop logged why)."""
+
+    @property
+    def left_work(self) -> bool:
+        """Whether a pass right away may find work this one could not do: a run ended
+        (the next run of its DAG may now advance), a run was replaced (its running
+        attempts are to be stopped), a task run failed waiting for inputs on other
+        DAGs (its run is to end) or a launch failed (its attempt was recorded after
+        the pass, to be retried). Anything else the pass did it followed through;
+        what it started wakes the loop when it ends."""
+        return bool(
+            self.ended_runs or self.replaced_runs or self.inputs_timed_out or self.failed_launches
+        )
 
     @property
     def did_work(self) -> bool:
@@ -198,7 +209,7 @@ class Ticker:
                     self._check_waits = bool(self._waiting_dags) or found
                 claims = self._claim(conn, now) if self.starting else []
                 dags = tuple(sorted(self._dags))
-                beat = self._heartbeat_due(result, bool(claims or alive), dags, started)
+                beat = self._heartbeat_due(dags, started)
                 if beat:
                     queries.record_heartbeat(
                         conn,
@@ -251,28 +262,17 @@ class Ticker:
         self._unrecorded.clear()
         return recorded
 
-    def _heartbeat_due(
-        self, result: PassResult, wrote: bool, dags: tuple[str, ...], started: float
-    ) -> bool:
-        """Whether this pass records the heartbeat: when it writes anyway, when the
-        loaded DAGs changed, or when the last heartbeat is HEARTBEAT_SECONDS old.
+    def _heartbeat_due(self, dags: tuple[str, ...], started: float) -> bool:
+        """Whether this pass records the heartbeat: when the loaded DAGs changed, or
+        when the last heartbeat is HEARTBEAT_SECONDS old.
 
         An idle pass writes nothing else, and its commit is then free; writing the
-        heartbeat on every one of them would cost a WAL flush each.
+        heartbeat on every one of them would cost a WAL flush each, and on every pass
+        that starts a task one more statement between a task's end and the next
+        task's start.
         """
-        wrote = wrote or bool(
-            result.finished
-            or result.expired
-            or result.created_runs
-            or result.skipped_runs
-            or result.created_task_runs
-            or result.ended_runs
-            or result.inputs_ready
-            or result.inputs_timed_out
-        )
         return (
-            wrote
-            or dags != self._beat_dags
+            dags != self._beat_dags
             or self._beat_at is None
             or started - self._beat_at >= HEARTBEAT_SECONDS
         )
@@ -450,14 +450,18 @@ class Ticker:
             limit = min(
                 limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
             )
+        host = self.manager.fixed_host()
         claims = queries.claim_waiting(
-            conn, self.manager.name, list(self._dags), limit, now, now + self.lease
+            conn, self.manager.name, list(self._dags), limit, now, now + self.lease, host
         )
-        hosts = {
-            c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)
-            for c in claims
-        }
-        queries.set_hosts(conn, hosts)
+        if host is None:
+            hosts = {
+                c.task_run_id: self.manager.host_for(
+                    c.task_run_id, c.attempt, c.dag_name, c.task_name
+                )
+                for c in claims
+            }
+            queries.set_hosts(conn, hosts)
         return claims
 
     def _launch(
