@@ -527,3 +527,13 @@ def test_each_dag_follows_its_own_overlap_policy() -> None:
     assert plan.runs == [("q", at(12)), ("r", at(12))]
     assert plan.replace == {"r": (2,)}
     assert [(name, fire) for name, fire, _ in plan.overlapped] == [("s", at(12))]
+
+
+def test_the_window_follows_the_upstream_dst_policy() -> None:
+    # 02:30 does not exist in New York on 2024-03-10: by default it fires at 03:00 EDT;
+    # under dst_gap skip the latest fire at noon UTC is the day before's.
+    upstream = dag(task("t"), name="up", schedule="30 2 * * *", timezone=NY)
+    anchor = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    assert input_window(upstream, "t", anchor).earliest == datetime(2024, 3, 10, 7, tzinfo=UTC)
+    skipping = replace(upstream, dst_gap=DstGap.SKIP)
+    assert input_window(skipping, "t", anchor).earliest == datetime(2024, 3, 9, 7, 30, tzinfo=UTC)
