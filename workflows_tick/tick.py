@@ -33,8 +33,16 @@ from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.managers.base import Launch, Outcome, TaskManager
 from workflows_tick.model import Dag
-from workflows_tick.options import DEFAULT_LEASE_SECONDS
-from workflows_tick.plan import NewTaskRun, plan_fires, plan_run, plan_schedules
+from workflows_tick.options import DEFAULT_LEASE_SECONDS, DEFAULT_REMOVED_GRACE_SECONDS
+from workflows_tick.plan import (
+    LiveCopies,
+    NewTaskRun,
+    Owner,
+    plan_fires,
+    plan_run,
+    plan_schedules,
+    run_owner,
+)
 from workflows_tick.states import RunStatus
 
 log = logging.getLogger(__name__)
@@ -92,6 +100,7 @@ class Ticker:
         config: str,
         clock: Clock = utc_now,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        removed_grace_seconds: float = DEFAULT_REMOVED_GRACE_SECONDS,
     ) -> None:
         self.registry = registry
         self.manager = manager
@@ -99,6 +108,11 @@ class Ticker:
         self.config = config
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
+        self.removed_grace = timedelta(seconds=removed_grace_seconds)
+        """How long another scheduler counts as live after its last pass (unless stopped)."""
+        self._live: LiveCopies | None = None
+        """The other live schedulers' DAG copies, read at most once a pass, and only
+        when the pass meets a run or cursor of another copy or of an unknown DAG."""
         self.starting = True
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
@@ -109,10 +123,12 @@ class Ticker:
         self.scheduler_id = uuid.uuid4().hex
         """This scheduler's row in ``scheduler_heartbeat``."""
         self._host = socket.gethostname()
-        self._beat_dags: tuple[str, ...] | None = None
-        """The DAG list last committed in the heartbeat (None: never)."""
+        self._beat_copies: tuple[tuple[str, str], ...] | None = None
+        """The DAG copies (name, fingerprint) last committed in the heartbeat (None: never)."""
         self._beat_at: float | None = None
         """``time.perf_counter()`` at the start of the pass of the last heartbeat."""
+        self._beat_now: datetime | None = None
+        """The clock's time of the last heartbeat."""
         self._unrecorded: list[Outcome] = []
         """Outcomes the manager reported that are not committed yet: a manager
         reports an outcome once, so a pass that fails (the database went away)
@@ -151,6 +167,7 @@ class Ticker:
         with self.engine.connect() as conn:
             alive = self._poll(conn)
             now = self.clock()
+            self._live = None
             with conn.begin():
                 result.finished = self._record(conn, now, alive)
                 expired = queries.expire_leases(conn, now)
@@ -160,9 +177,10 @@ class Ticker:
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
                 claims = self._claim(conn, now) if self.starting else []
-                dags = tuple(sorted(self._dags))
-                beat = self._heartbeat_due(result, bool(claims or alive), dags, started)
+                copies = tuple(sorted((n, d.fingerprint) for n, d in self._dags.items()))
+                beat = self._heartbeat_due(result, bool(claims or alive), copies, started, now)
                 if beat:
+                    changed = copies != self._beat_copies
                     queries.record_heartbeat(
                         conn,
                         self.scheduler_id,
@@ -171,10 +189,11 @@ class Ticker:
                         self.manager.name,
                         now,
                         time.perf_counter() - started,
-                        None if dags == self._beat_dags else dags,
+                        [n for n, _ in copies] if changed else None,
+                        dict(copies) if changed else None,
                     )
             if beat:
-                self._beat_dags, self._beat_at = dags, started
+                self._beat_copies, self._beat_at, self._beat_now = copies, started, now
             self._unrecorded.clear()
             self._launch(conn, claims, result)
         if result.did_work:
@@ -212,10 +231,16 @@ class Ticker:
         return recorded
 
     def _heartbeat_due(
-        self, result: PassResult, wrote: bool, dags: tuple[str, ...], started: float
+        self,
+        result: PassResult,
+        wrote: bool,
+        copies: tuple[tuple[str, str], ...],
+        started: float,
+        now: datetime,
     ) -> bool:
         """Whether this pass records the heartbeat: when it writes anyway, when the
-        loaded DAGs changed, or when the last heartbeat is HEARTBEAT_SECONDS old.
+        loaded DAGs (or their copies) changed, or when the last heartbeat is
+        HEARTBEAT_SECONDS old (by the wall clock or by the scheduler's clock).
 
         An idle pass writes nothing else, and its commit is then free; writing the
         heartbeat on every one of them would cost a WAL flush each.
@@ -229,9 +254,11 @@ class Ticker:
         )
         return (
             wrote
-            or dags != self._beat_dags
+            or copies != self._beat_copies
             or self._beat_at is None
+            or self._beat_now is None
             or started - self._beat_at >= HEARTBEAT_SECONDS
+            or (now - self._beat_now).total_seconds() >= HEARTBEAT_SECONDS
         )
 
     def mark_stopped(self) -> None:
@@ -271,18 +298,31 @@ class Ticker:
     def _create_due_runs(
         self, conn: Connection, now: datetime, result: PassResult
     ) -> datetime | None:
-        plan = plan_schedules(self._dags, queries.schedule_cursors(conn), now, self._broken)
-        queries.upsert_cursors(conn, plan.reset, now)
-        queries.delete_cursors(conn, plan.drop)
-        # Another scheduler may have fired a due cursor since it was read: lock it and
-        # decide on what the lock shows.
-        due = queries.lock_due_cursors(conn, plan.due, now) if plan.due else []
+        cursors = queries.schedule_cursors(conn)
+        plan = plan_schedules(self._dags, cursors, now, self._broken)
+        if plan.needs_live:  # a cursor of another copy, or of a DAG not loaded here
+            plan = plan_schedules(
+                self._dags, cursors, now, self._broken, self._live_copies(conn, now)
+            )
+        queries.upsert_cursors(conn, plan.reset, now, plan.expected)
+        queries.delete_cursors(conn, plan.drop, plan.expected)
+        # Another scheduler may have fired (or taken over) a due cursor since it was
+        # read: lock it and decide on what the lock shows.
+        due = (
+            queries.lock_due_cursors(
+                conn, {name: self._dags[name].fingerprint for name in plan.due}, now
+            )
+            if plan.due
+            else []
+        )
         fires = plan_fires(due, now)
         for name, problem in {**plan.problems, **fires.problems}.items():
             log.error("DAG %s: cannot compute its schedule: %s", name, problem)
         for name, fire in fires.skipped:
             log.info("DAG %s is paused: no run for %s", name, fire)
-        created = queries.insert_scheduled_runs(conn, fires.runs, now)
+        created = queries.insert_scheduled_runs(
+            conn, fires.runs, now, {name: self._dags[name].fingerprint for name, _ in fires.runs}
+        )
         queries.advance_cursors(conn, fires.advanced, now)
         for run in created:
             log.info("scheduled run %d of %s for %s", run.id, run.dag_name, run.scheduled_for)
@@ -294,19 +334,42 @@ class Ticker:
         runs = queries.lock_earliest_runs(conn)
         finished: list[tuple[int, RunStatus, str | None]] = []
         active = []
+        stamp: dict[int, str] = {}
         unknown: set[str] = set()
+        elsewhere: set[str] = set()
         for run in runs:
-            if run.dag_name in self._dags:
+            dag = self._dags.get(run.dag_name)
+            if dag is not None:
+                owner = run_owner(dag, run.fingerprint)
+                if owner is Owner.ASK:
+                    owner = run_owner(dag, run.fingerprint, self._live_copies(conn, now))
+                if owner is Owner.OTHERS:
+                    continue  # created by another copy of the DAG, which a live scheduler has
+                if owner is Owner.ADOPT:
+                    log.info(
+                        "run %d of %s: adopted (no live scheduler has its copy %s of the DAG)",
+                        run.id,
+                        run.dag_name,
+                        run.fingerprint,
+                    )
+                if run.fingerprint != dag.fingerprint:
+                    stamp[run.id] = dag.fingerprint
                 active.append(run)
             elif run.dag_name in self.registry:
                 continue  # a broken DAG: its runs wait for a fix
             elif self._is_gone(run):
+                if self._live_copies(conn, now).knows(run.dag_name):
+                    elsewhere.add(run.dag_name)  # another live scheduler runs it
+                    continue
                 message = f"DAG {run.dag_name!r} is no longer in the registry"
                 log.warning("run %d failed: %s", run.id, message)
                 finished.append((run.id, RunStatus.FAILED, message))
             else:
                 unknown.add(run.dag_name)
-        self._unknown_since = {n: g for n, g in self._unknown_since.items() if n in unknown}
+        self._unknown_since = {
+            n: g for n, g in self._unknown_since.items() if n in unknown or n in elsewhere
+        }
+        queries.set_run_fingerprints(conn, stamp)
         result.unknown_dags = unknown
         # Runs of DAGs that do not load wait for a fix; they do not keep --until-idle busy.
         result.running_runs = len(active)
@@ -332,6 +395,12 @@ class Ticker:
         queries.finish_runs(conn, finished, now)
         result.ended_runs = len(finished)
 
+    def _live_copies(self, conn: Connection, now: datetime) -> LiveCopies:
+        """The DAG copies of the other live schedulers (read once a pass, when needed)."""
+        if self._live is None:
+            self._live = queries.live_copies(conn, self.scheduler_id, now - self.removed_grace)
+        return self._live
+
     def _is_gone(self, run: queries.DagRunRow) -> bool:
         """Whether a run's DAG, absent from the registry, is really gone: the folder
         was read after the run was created, or again since a pass first met the run.
@@ -350,8 +419,9 @@ class Ticker:
             limit = min(
                 limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
             )
+        copies = {name: dag.fingerprint for name, dag in self._dags.items()}
         claims = queries.claim_waiting(
-            conn, self.manager.name, list(self._dags), limit, now, now + self.lease
+            conn, self.manager.name, copies, limit, now, now + self.lease
         )
         hosts = {
             c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)
