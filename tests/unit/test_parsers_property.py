@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from workflows_tick import loader
 from workflows_tick.errors import DagLoadError
 from workflows_tick.loader import cron_problem, task_from_source, workflow_from_text
 from workflows_tick.model import TaskType
@@ -39,23 +40,8 @@ yaml_values = st.recursive(
     ),
     max_leaves=12,
 )
-task_keys = st.sampled_from(
-    [
-        "type",
-        "description",
-        "inputs",
-        "parameters",
-        "outputs",
-        "worker_config",
-        "retries",
-        "retry_delay",
-        "timeout",
-        "other",
-    ]
-)
-workflow_keys = st.sampled_from(
-    ["description", "schedule", "timezone", "worker_config", "retries", "retry_delay", "x"]
-)
+task_keys = st.sampled_from([*loader.TASK_KEYS, "other"])
+workflow_keys = st.sampled_from([*loader.WORKFLOW_KEYS, "x"])
 # Text that looks a bit like our files: YAML punctuation, comment markers, quotes.
 fragments = st.sampled_from(
     ["/*", "*/", "#", "#!", '"""', "'''", ":", "- ", "[", "]", "{", "}", "\n", "  ", "\t",
