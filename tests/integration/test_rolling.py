@@ -3,6 +3,7 @@ database (docs/scheduler.md, "Rolling deploys"). Real PostgreSQL, a settable clo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -266,3 +267,59 @@ def test_a_cursor_of_a_dag_only_the_new_copy_has_is_kept_while_the_new_scheduler
     new.mark_stopped()
     old.run_pass()
     assert rows(engine, "SELECT dag_name FROM dag_schedule") == []
+
+
+# --- a schedule edit and a rename, rolled out to three schedulers ----------------------------
+
+
+def test_a_schedule_edit_and_a_rename_rolled_out_to_three_schedulers_never_replay_or_duplicate(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Three schedulers, each with its own copy of the folder, pick the edit (then the
+    rename) up at different times, as a rolling deploy does. In process with a fake
+    clock: cron times are minutes apart, which real processes would have to wait for."""
+    roots = [tmp_path / name for name in ("a", "b", "c")]
+    tickers = [
+        scheduler(engine, write_project(root, {"d": _hourly(CHAIN)}), clock) for root in roots
+    ]
+    turn = 0
+
+    def every_five_minutes(minutes: int) -> None:
+        nonlocal turn
+        for _ in range(minutes // 5):
+            turn += 1
+            both(clock, 5, *(tickers[turn % 3 :] + tickers[: turn % 3]))
+
+    def roll_out(i: int, change: Callable[[Path], None]) -> None:
+        change(roots[i])
+        tickers[i].reload_dags()
+
+    def edit(root: Path) -> None:
+        (root / "d" / "workflow.yaml").write_text("description: x\nschedule: '30 * * * *'\n")
+
+    def rename(root: Path) -> None:
+        (root / "d").rename(root / "e")
+
+    every_five_minutes(60)  # 13:00:30
+    for i in range(3):  # 13:05:30, 13:15:30, 13:25:30: the edit reaches one after the other
+        every_five_minutes(5 if i == 0 else 10)
+        roll_out(i, edit)
+    every_five_minutes(10)  # 13:35:30: 13:30 passed while a scheduler still had the old copy
+    every_five_minutes(60)  # 14:35:30
+    for i in range(3):  # 14:35:30, 14:45:30, 14:55:30: the rename
+        roll_out(i, rename)
+        every_five_minutes(10)
+    every_five_minutes(40)  # 15:35:30
+    assert rows(
+        engine,
+        "SELECT dag_name, to_char(scheduled_for, 'HH24:MI'), count(*) FROM dag_run "
+        "GROUP BY 1, 2 ORDER BY 2",
+    ) == [
+        ("d", "13:00", 1),  # the old schedule
+        ("d", "14:30", 1),  # the edit, from the time every scheduler had it on
+        ("e", "15:30", 1),  # the renamed DAG: a new DAG, from its next time on
+    ]
+    assert rows(engine, "SELECT dag_name, to_char(next_fire_at, 'HH24:MI') FROM dag_schedule") == [
+        ("e", "16:30")
+    ]
+    assert rows(engine, "SELECT count(*) FROM dag_run WHERE status <> 'succeeded'") == [(0,)]
