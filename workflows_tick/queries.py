@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -534,8 +534,9 @@ def claim_waiting(
     """Claim the oldest startable waiting task runs and record them as running.
 
     Only task runs of runs of the DAGs of ``fingerprints`` (name: this scheduler's
-    copy) that this copy created, adopted or that no particular copy did: a task
-    planned by another copy of the DAG is never started by one that may lack it.
+    copy) that this copy created or advances (the pass that advances a run records
+    its copy first): a task planned by another copy of the DAG is never started by
+    one that may lack it.
     Rows another scheduler holds are skipped, and the status is checked again
     after the lock, so a task run is never claimed twice.
     """
@@ -546,9 +547,7 @@ def claim_waiting(
             "WITH picked AS ("
             "SELECT t.id FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'waiting' AND t.not_before <= :now AND r.status = 'running' "
-            "AND r.dag_name = ANY(CAST(:dags AS text[])) "
-            "AND (r.fingerprint IS NULL OR r.dag_name || ':' || r.fingerprint "
-            "= ANY(CAST(:copies AS text[]))) "
+            "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
             "lease_expires_at = :lease_until "
@@ -558,7 +557,6 @@ def claim_waiting(
         ),
         {
             "now": now,
-            "dags": list(fingerprints),
             "copies": [f"{name}:{fp}" for name, fp in fingerprints.items()],
             "limit": limit,
             "manager": manager,
@@ -1382,6 +1380,8 @@ class SchedulerRow:
     last_pass_seconds: float
     dags: list[str]
     stopped_at: datetime | None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """The fingerprint of each loaded DAG's copy, by name."""
 
 
 def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
@@ -1389,7 +1389,7 @@ def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
     rows = conn.execute(
         text(
             "SELECT id, host, pid, manager, started_at, last_pass_at, last_pass_seconds, dags, "
-            "stopped_at FROM scheduler_heartbeat WHERE last_pass_at >= :since "
+            "stopped_at, fingerprints FROM scheduler_heartbeat WHERE last_pass_at >= :since "
             "ORDER BY last_pass_at DESC, id"
         ),
         {"since": since},
@@ -1405,6 +1405,7 @@ def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
             r.last_pass_seconds,
             list(r.dags),
             r.stopped_at,
+            dict(r.fingerprints or {}),
         )
         for r in rows
     ]

@@ -116,6 +116,8 @@ class Ticker:
         self.starting = True
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
+        self._copies: dict[str, str] = {}
+        """The fingerprint of each loaded DAG's copy, by name."""
         self._broken: dict[str, DagLoadError] = {}
         self._unknown_since: dict[str, int] = {}
         """DAG name -> the registry generation in which a pass first met its runs
@@ -123,8 +125,9 @@ class Ticker:
         self.scheduler_id = uuid.uuid4().hex
         """This scheduler's row in ``scheduler_heartbeat``."""
         self._host = socket.gethostname()
-        self._beat_copies: tuple[tuple[str, str], ...] | None = None
-        """The DAG copies (name, fingerprint) last committed in the heartbeat (None: never)."""
+        self._beat_copies: dict[str, str] | None = None
+        """The DAG copies last committed in the heartbeat (None: never); a reload
+        makes a new mapping, which is recorded in the next heartbeat."""
         self._beat_at: float | None = None
         """``time.perf_counter()`` at the start of the pass of the last heartbeat."""
         self._beat_now: datetime | None = None
@@ -149,6 +152,7 @@ class Ticker:
             else:
                 self._broken[name] = dag
                 log.error("DAG %s is not loaded: %s", name, dag)
+        self._copies = {name: self._dags[name].fingerprint for name in sorted(self._dags)}
 
     @property
     def dags(self) -> dict[str, Dag]:
@@ -177,10 +181,10 @@ class Ticker:
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
                 claims = self._claim(conn, now) if self.starting else []
-                copies = tuple(sorted((n, d.fingerprint) for n, d in self._dags.items()))
+                copies = self._copies
                 beat = self._heartbeat_due(result, bool(claims or alive), copies, started, now)
                 if beat:
-                    changed = copies != self._beat_copies
+                    changed = copies is not self._beat_copies
                     queries.record_heartbeat(
                         conn,
                         self.scheduler_id,
@@ -189,8 +193,8 @@ class Ticker:
                         self.manager.name,
                         now,
                         time.perf_counter() - started,
-                        [n for n, _ in copies] if changed else None,
-                        dict(copies) if changed else None,
+                        list(copies) if changed else None,
+                        copies if changed else None,
                     )
             if beat:
                 self._beat_copies, self._beat_at, self._beat_now = copies, started, now
@@ -234,7 +238,7 @@ class Ticker:
         self,
         result: PassResult,
         wrote: bool,
-        copies: tuple[tuple[str, str], ...],
+        copies: dict[str, str],
         started: float,
         now: datetime,
     ) -> bool:
@@ -254,7 +258,7 @@ class Ticker:
         )
         return (
             wrote
-            or copies != self._beat_copies
+            or copies is not self._beat_copies
             or self._beat_at is None
             or self._beat_now is None
             or started - self._beat_at >= HEARTBEAT_SECONDS
@@ -419,9 +423,8 @@ class Ticker:
             limit = min(
                 limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
             )
-        copies = {name: dag.fingerprint for name, dag in self._dags.items()}
         claims = queries.claim_waiting(
-            conn, self.manager.name, copies, limit, now, now + self.lease
+            conn, self.manager.name, self._copies, limit, now, now + self.lease
         )
         hosts = {
             c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)

@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.support import query, start_scheduler, wait_for, workflows, write_project
 
 SHARED = {"workflow.yaml": "description: in both versions\n", "a.yaml": "type: no_op\n"}
+CHANGED = {**SHARED, "b.yaml": "type: no_op\ninputs: [a.yaml]\n"}  # a task added
 ADDED = {
     "workflow.yaml": "description: only in the new version\n",
     # Long enough for the old scheduler to meet the run many times while it runs.
@@ -28,8 +29,8 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 def test_a_dag_only_the_new_version_has_succeeds_beside_a_scheduler_of_the_old_version(
     tmp_path: Path, subprocess_env: dict[str, str], database_url: str
 ) -> None:
-    write_project(tmp_path / "old", {"shared": SHARED})
-    write_project(tmp_path / "new", {"shared": SHARED, "added": ADDED})
+    write_project(tmp_path / "old", {"shared": SHARED, "changed": SHARED})
+    write_project(tmp_path / "new", {"shared": SHARED, "changed": CHANGED, "added": ADDED})
     old_config, new_config = (
         str(tmp_path / "old" / "config.py"),
         str(tmp_path / "new" / "config.py"),
@@ -74,6 +75,11 @@ def test_a_dag_only_the_new_version_has_succeeds_beside_a_scheduler_of_the_old_v
     # The old scheduler met the run (and read its folder again for it), but never failed it.
     assert "runs of DAG(s) not loaded (added)" in old_err, old_err
     assert "no longer in the registry" not in old_err, old_err
-    # `status` shows what each scheduler has loaded.
+    # `status` shows what each scheduler has loaded, and which DAGs differ between them.
     assert status.returncode == 0, status.stderr
-    assert "1: shared" in status.stdout and "2: added, shared" in status.stdout, status.stdout
+    assert "2: changed, shared" in status.stdout, status.stdout
+    assert "3: added, changed, shared" in status.stdout, status.stdout
+    assert "in different versions by running schedulers" in status.stdout, status.stdout
+    assert status.stdout.split("in different versions")[1].split("\n")[0].endswith(": changed"), (
+        status.stdout
+    )
