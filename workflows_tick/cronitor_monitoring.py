@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from workflows_tick import queries
-from workflows_tick.events import RUN_STARTED, Delivery, is_run_event
+from workflows_tick.events import RUN_SKIPPED, Delivery, is_run_event, is_run_start
 from workflows_tick.model import Dag
 from workflows_tick.queries import EventRow
 from workflows_tick.states import RunStatus
@@ -194,16 +194,16 @@ class Ping:
 
 
 def ping_for(delivery: Delivery, settings: CronitorSettings, host: str) -> Ping | None:
-    """The ping that reports this run event (None: not a run event)."""
+    """The ping that reports this run event (None: not a run event, or a skipped fire)."""
     event = delivery.event
-    if not is_run_event(event):
+    if not is_run_event(event) or event.kind == RUN_SKIPPED:
         return None
     params: dict[str, Any] = {
         "series": str(event.dag_run_id),
         "host": host,
         "stamp": event.created_at.timestamp(),
     }
-    if event.kind == RUN_STARTED:
+    if is_run_start(event):
         params["state"] = "run"
         return Ping(settings.key(event.dag_name), params)
     params["state"] = "fail" if event.status == RunStatus.FAILED else "complete"
@@ -246,7 +246,9 @@ class CronitorSink:
         self.timeout = settings.timeout
 
     def wants(self, event: EventRow) -> bool:
-        return is_run_event(event)
+        # A skipped fire is not sent: no run started, and the run that had not
+        # ended reports its own end (a late one is what Cronitor should see).
+        return is_run_event(event) and event.kind != RUN_SKIPPED
 
     def send(self, delivery: Delivery) -> None:
         ping = ping_for(delivery, self.settings, self.host)

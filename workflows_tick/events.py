@@ -18,11 +18,16 @@ from workflows_tick.model import Dag, Task
 from workflows_tick.queries import DagRunRow, EventRow, RunSummary, TaskRunRow
 
 RUN_STARTED = "run_started"
+RUN_RESTARTED = "run_running"
+"""An ended run set running again by a rerun: for hooks and pings, a run start."""
+RUN_SKIPPED = "run_skipped"
+"""A scheduled fire recorded ``skipped`` (``overlap: skip``): no run started."""
 TASK_RUN_CREATED = "task_run_created"
 TASK_RUN_RETRIED = "task_run_retried"
 TASK_RUN_STARTED = "task_run_started"
 KINDS = (
-    "run_started, run_<status> (succeeded, failed, cancelled), task_run_created, "
+    "run_started, run_running (a rerun), run_skipped, run_<status> (succeeded, failed, "
+    "cancelled), task_run_created, "
     "task_run_retried, task_run_started, task_run_<status> (succeeded, failed, ...)"
 )
 
@@ -31,14 +36,21 @@ def is_run_event(event: EventRow) -> bool:
     return event.task_run_id is None
 
 
+def is_run_start(event: EventRow) -> bool:
+    """A run started: created, or set running again by a rerun."""
+    return event.kind in (RUN_STARTED, RUN_RESTARTED)
+
+
 def hook_event(event: EventRow) -> Event | None:
     """The dag-workflows event a hook sees for this state change, if any.
 
     A task run waiting to start (created or retried) has none: hooks hear of it
-    when it starts.
+    when it starts. A skipped fire has none either: no run started or finished.
     """
+    if event.kind == RUN_SKIPPED:
+        return None
     if is_run_event(event):
-        return Event.DAG_RUN_START if event.kind == RUN_STARTED else Event.DAG_RUN_FINISH
+        return Event.DAG_RUN_START if is_run_start(event) else Event.DAG_RUN_FINISH
     if event.kind in (TASK_RUN_CREATED, TASK_RUN_RETRIED):
         return None
     return Event.TASK_RUN_START if event.kind == TASK_RUN_STARTED else Event.TASK_RUN_FINISH

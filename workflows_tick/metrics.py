@@ -80,6 +80,10 @@ class _ProcessCollector:
 # --- the gauges read from the database ----------------------------------------------------
 
 
+_NOT_ENDED = (RunStatus.RUNNING, RunStatus.SKIPPED)
+"""Statuses that are not the end of a run that ran (for the ``dag_last_run_*`` gauges)."""
+
+
 @dataclass(frozen=True)
 class DagGauges:
     """What ``/metrics`` reports for one DAG (``None``: never happened)."""
@@ -91,6 +95,8 @@ class DagGauges:
     last_success_at: datetime | None
     schedule_delay: float | None
     """Seconds from the last scheduled run's fire time to its creation."""
+    last_skipped_at: datetime | None = None
+    """When the DAG's last fire was recorded ``skipped`` (``overlap: skip``)."""
 
 
 def dag_gauges(
@@ -103,7 +109,8 @@ def dag_gauges(
     delays = {s.dag_name: (s.created_at - s.scheduled_for).total_seconds() for s in last_scheduled}
     found = []
     for dag, rows in sorted(by_dag.items()):
-        ended = [r for r in rows if r.status is not RunStatus.RUNNING and r.last_ended_at]
+        # A skipped fire is not a run that ended: it must not hide the last run's status.
+        ended = [r for r in rows if r.status not in _NOT_ENDED and r.last_ended_at]
         last = max(ended, key=lambda r: r.last_ended_at or datetime.min, default=None)
         found.append(
             DagGauges(
@@ -114,6 +121,9 @@ def dag_gauges(
                     (r.last_ended_at for r in rows if r.status is RunStatus.SUCCEEDED), None
                 ),
                 schedule_delay=delays.get(dag),
+                last_skipped_at=next(
+                    (r.last_ended_at for r in rows if r.status is RunStatus.SKIPPED), None
+                ),
             )
         )
     return found
@@ -151,7 +161,7 @@ def database_lines(g: queries.Gauges) -> Iterator[str]:
             for d in dags
             if d.last_status is not None
             for status in RunStatus
-            if status is not RunStatus.RUNNING
+            if status not in _NOT_ENDED
         ),
     )
     yield from _family(
@@ -166,6 +176,15 @@ def database_lines(g: queries.Gauges) -> Iterator[str]:
             (_labels(dag=d.dag_name), d.last_success_at.timestamp())
             for d in dags
             if d.last_success_at
+        ),
+    )
+    yield from _family(
+        "dag_last_skipped_timestamp_seconds",
+        "When each DAG's last scheduled fire was skipped because a run had not ended.",
+        (
+            (_labels(dag=d.dag_name), d.last_skipped_at.timestamp())
+            for d in dags
+            if d.last_skipped_at
         ),
     )
     yield from _family(

@@ -3,7 +3,8 @@
 - :func:`plan_schedules`: given the DAGs and their schedule cursors, which cursors
   to create, reset or drop, and which DAGs are due;
 - :func:`plan_fires`: given the due cursors (locked), which scheduled runs to
-  create and where each cursor moves next;
+  create, which fires to record as skipped and which runs they replace (the
+  DAG's ``overlap`` policy), and where each cursor moves next;
 - :func:`plan_run`: given a DAG and the task runs its run has so far, which task
   runs to create (first attempts whose inputs all succeeded, and retries) and
   whether the run is over;
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from workflows_tick import cron
-from workflows_tick.model import Dag
+from workflows_tick.model import Dag, Overlap
 from workflows_tick.states import RunStatus, TaskStatus
 
 # --- schedules ---------------------------------------------------------------------
@@ -38,6 +39,9 @@ class Cursor:
     next_fire_at: datetime
     paused: bool = False
     """The DAG is paused: its fire times pass without runs."""
+    running: tuple[int, ...] = ()
+    """The ids of the DAG's runs that have not ended, oldest first (read after the
+    cursor is locked; only due cursors carry them)."""
     fingerprint: str | None = None
     """The fingerprint of the DAG copy that set the cursor (None: any copy may fire it)."""
 
@@ -94,6 +98,11 @@ class FirePlan:
     """The fired cursors, moved to their next fire time."""
     skipped: list[tuple[str, datetime]] = field(default_factory=list)
     """Fire times of paused DAGs, passed without a run: (DAG, fire time)."""
+    overlapped: list[tuple[str, datetime, str]] = field(default_factory=list)
+    """Fires of ``overlap: skip`` DAGs while a run had not ended, recorded as
+    ``skipped`` runs: (DAG, fire time, message)."""
+    replace: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    """``overlap: replace``: the runs to cancel, by DAG, once its new run exists."""
     problems: dict[str, str] = field(default_factory=dict)
 
 
@@ -170,10 +179,17 @@ def plan_schedules(
     return plan
 
 
-def plan_fires(due: Iterable[Cursor], now: datetime) -> FirePlan:
+def plan_fires(
+    due: Iterable[Cursor], now: datetime, overlap: Mapping[str, Overlap] | None = None
+) -> FirePlan:
     """One run per due cursor, for its most recent fire time however many were
     missed, and never for a time before the cursor (no time runs twice). A paused
-    DAG's cursor moves on without a run, so unpausing replays nothing."""
+    DAG's cursor moves on without a run, so unpausing replays nothing.
+
+    While runs of the DAG have not ended (``cursor.running``), its ``overlap``
+    policy (default ``queue``) decides: ``queue`` creates the run, ``skip`` records
+    the fire as skipped instead, ``replace`` creates it and cancels those runs.
+    """
     plan = FirePlan()
     for cursor in due:
         try:
@@ -182,12 +198,27 @@ def plan_fires(due: Iterable[Cursor], now: datetime) -> FirePlan:
         except Exception as exc:
             plan.problems[cursor.dag_name] = str(exc)
             continue
+        policy = (overlap or {}).get(cursor.dag_name, Overlap.QUEUE)
         if cursor.paused:
             plan.skipped.append((cursor.dag_name, fire))
+        elif cursor.running and policy is Overlap.SKIP:
+            plan.overlapped.append((cursor.dag_name, fire, skipped_message(cursor.running[0])))
         else:
             plan.runs.append((cursor.dag_name, fire))
+            if cursor.running and policy is Overlap.REPLACE:
+                plan.replace[cursor.dag_name] = cursor.running
         plan.advanced.append(Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following))
     return plan
+
+
+def skipped_message(run_id: int) -> str:
+    """The message of a fire skipped because run ``run_id`` had not ended."""
+    return f"skipped: run {run_id} had not ended (overlap: skip)"
+
+
+def replaced_message(run_id: int) -> str:
+    """The message of a run cancelled because scheduled run ``run_id`` replaced it."""
+    return f"replaced by run {run_id} (overlap: replace)"
 
 
 # --- runs --------------------------------------------------------------------------

@@ -294,7 +294,14 @@ def lock_due_cursors(
 ) -> list[Cursor]:
     """The due cursors of the DAGs of ``fingerprints`` (name: this scheduler's copy)
     that this copy may fire (set by it, or by no particular copy), locked; ones
-    locked elsewhere are skipped."""
+    locked elsewhere are skipped.
+
+    Each carries the ids of its DAG's runs that have not ended (``running``), read
+    once the locks are held: a run another scheduler created for the same cursor
+    committed before its lock was released, so it is seen (the statement that
+    locks reads with a snapshot taken before it waited, hence a second statement,
+    issued only when a cursor is due).
+    """
     rows = conn.execute(
         text(
             "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, s.fingerprint, EXISTS ("
@@ -306,10 +313,29 @@ def lock_due_cursors(
             "ORDER BY s.dag_name FOR UPDATE OF s SKIP LOCKED"
         ),
         {"names": list(fingerprints), "fps": list(fingerprints.values()), "now": now},
-    )
+    ).all()
+    if not rows:
+        return []
+    running = {
+        r.dag_name: tuple(r.ids)
+        for r in conn.execute(
+            text(
+                "SELECT n.name AS dag_name, ARRAY(SELECT r.id FROM dag_run r "
+                "WHERE r.dag_name = n.name AND r.status = 'running' ORDER BY r.id) AS ids "
+                "FROM unnest(CAST(:names AS text[])) AS n(name)"
+            ),
+            {"names": [r.dag_name for r in rows]},
+        )
+    }
     return [
         Cursor(
-            r.dag_name, r.schedule, r.timezone, r.next_fire_at, r.paused, fingerprint=r.fingerprint
+            r.dag_name,
+            r.schedule,
+            r.timezone,
+            r.next_fire_at,
+            r.paused,
+            running[r.dag_name],
+            fingerprint=r.fingerprint,
         )
         for r in rows
     ]
@@ -355,6 +381,31 @@ def insert_scheduled_runs(
             "names": [r[0] for r in runs],
             "fires": [r[1] for r in runs],
             "fps": [fingerprints.get(r[0]) for r in runs],
+        },
+    )
+    return [_run_row(r) for r in rows]
+
+
+def insert_skipped_runs(
+    conn: Connection, fires: Sequence[tuple[str, datetime, str]], now: datetime
+) -> list[DagRunRow]:
+    """Record scheduled fires passed by ``overlap: skip`` as runs ended ``skipped``
+    (DAG, fire time, message); a time that has a run already is left alone."""
+    if not fires:
+        return []
+    rows = conn.execute(
+        text(
+            "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
+            "created_at, ended_at, message) SELECT v.name, 'skipped', 'schedule', v.fire, "
+            "'scheduler', '{}', :now, :now, v.message FROM unnest(CAST(:names AS text[]), "
+            "CAST(:fires AS timestamptz[]), CAST(:messages AS text[])) AS v(name, fire, message) "
+            f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
+        ),
+        {
+            "now": now,
+            "names": [f[0] for f in fires],
+            "fires": [f[1] for f in fires],
+            "messages": [f[2] for f in fires],
         },
     )
     return [_run_row(r) for r in rows]

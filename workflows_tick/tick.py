@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -41,6 +41,7 @@ from workflows_tick.plan import (
     plan_fires,
     plan_run,
     plan_schedules,
+    replaced_message,
     run_owner,
 )
 from workflows_tick.states import RunStatus
@@ -64,6 +65,10 @@ class PassResult:
     finished: int = 0
     expired: int = 0
     created_runs: list[int] = field(default_factory=list)
+    skipped_runs: list[int] = field(default_factory=list)
+    """Scheduled fires recorded ``skipped`` (``overlap: skip``)."""
+    replaced_runs: list[int] = field(default_factory=list)
+    """Runs cancelled because a new scheduled run replaced them (``overlap: replace``)."""
     created_task_runs: int = 0
     ended_runs: int = 0
     started: list[int] = field(default_factory=list)
@@ -253,6 +258,7 @@ class Ticker:
             result.finished
             or result.expired
             or result.created_runs
+            or result.skipped_runs
             or result.created_task_runs
             or result.ended_runs
         )
@@ -313,26 +319,56 @@ class Ticker:
         # Another scheduler may have fired (or taken over) a due cursor since it was
         # read: lock it and decide on what the lock shows.
         due = (
-            queries.lock_due_cursors(
-                conn, {name: self._dags[name].fingerprint for name in plan.due}, now
-            )
+            queries.lock_due_cursors(conn, {name: self._copies[name] for name in plan.due}, now)
             if plan.due
             else []
         )
-        fires = plan_fires(due, now)
+        fires = plan_fires(due, now, {c.dag_name: self._dags[c.dag_name].overlap for c in due})
         for name, problem in {**plan.problems, **fires.problems}.items():
             log.error("DAG %s: cannot compute its schedule: %s", name, problem)
         for name, fire in fires.skipped:
             log.info("DAG %s is paused: no run for %s", name, fire)
         created = queries.insert_scheduled_runs(
-            conn, fires.runs, now, {name: self._dags[name].fingerprint for name, _ in fires.runs}
+            conn, fires.runs, now, {name: self._copies[name] for name, _ in fires.runs}
         )
+        skipped = queries.insert_skipped_runs(conn, fires.overlapped, now)
         queries.advance_cursors(conn, fires.advanced, now)
         for run in created:
             log.info("scheduled run %d of %s for %s", run.id, run.dag_name, run.scheduled_for)
+        for run in skipped:
+            log.info("run %d of %s for %s %s", run.id, run.dag_name, run.scheduled_for, run.message)
         result.created_runs.extend(run.id for run in created)
+        result.skipped_runs.extend(run.id for run in skipped)
+        self._replace(conn, fires.replace, created, now, result)
         cursors = {**plan.cursors, **{c.dag_name: c for c in fires.advanced}}
         return min((c.next_fire_at for c in cursors.values()), default=None)
+
+    def _replace(
+        self,
+        conn: Connection,
+        replace: Mapping[str, Sequence[int]],
+        created: Sequence[queries.DagRunRow],
+        now: datetime,
+        result: PassResult,
+    ) -> None:
+        """Cancel the runs that the new scheduled runs of ``overlap: replace`` DAGs
+        replace, as ``cancel`` does; only where the new run was created here."""
+        for run in created:
+            for old in replace.get(run.dag_name, ()):
+                cancelled = queries.cancel_run(conn, old, replaced_message(run.id), now)
+                if cancelled is None:
+                    continue  # it ended meanwhile
+                result.replaced_runs.append(old)
+                log.info(
+                    "run %d of %s cancelled: replaced by run %d (overlap: replace); "
+                    "%d running attempt(s) to stop",
+                    old,
+                    run.dag_name,
+                    run.id,
+                    cancelled.running,
+                )
+        if result.replaced_runs:
+            queries.notify_work(conn)  # the schedulers running their attempts stop them
 
     def _advance_runs(self, conn: Connection, now: datetime, result: PassResult) -> None:
         runs = queries.lock_earliest_runs(conn)

@@ -24,6 +24,45 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+# --- overlap: the events of skipped runs ------------------------------------------------
+# A run inserted ``skipped`` (a fire passed by ``overlap: skip``) never started: its
+# event is ``run_skipped``, not ``run_started``, so hooks and Cronitor are not told
+# that a run began. The function of 0003 otherwise unchanged.
+DAG_RUN_EVENTS_SKIPPED = """
+CREATE OR REPLACE FUNCTION workflows_dag_run_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO event (kind, dag_run_id, dag_name, status)
+        SELECT CASE WHEN n.status = 'skipped' THEN 'run_skipped' ELSE 'run_started' END,
+               n.id, n.dag_name, n.status FROM new_rows n ORDER BY n.id;
+    ELSE
+        INSERT INTO event (kind, dag_run_id, dag_name, status)
+        SELECT 'run_' || n.status, n.id, n.dag_name, n.status
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.status IS DISTINCT FROM o.status ORDER BY n.id;
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+DAG_RUN_EVENTS_0003 = """
+CREATE OR REPLACE FUNCTION workflows_dag_run_events() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO event (kind, dag_run_id, dag_name, status)
+        SELECT 'run_started', n.id, n.dag_name, n.status FROM new_rows n ORDER BY n.id;
+    ELSE
+        INSERT INTO event (kind, dag_run_id, dag_name, status)
+        SELECT 'run_' || n.status, n.id, n.dag_name, n.status
+        FROM new_rows n JOIN old_rows o ON o.id = n.id
+        WHERE n.status IS DISTINCT FROM o.status ORDER BY n.id;
+    END IF;
+    RETURN NULL;
+END
+$$
+"""
+# --- end overlap: the events of skipped runs --------------------------------------------
+
 
 def upgrade() -> None:
     # --- cross-DAG inputs ------------------------------------------------------------
@@ -42,6 +81,7 @@ def upgrade() -> None:
         "dag_run",
         "status IN ('running', 'succeeded', 'failed', 'cancelled', 'skipped')",
     )
+    op.execute(DAG_RUN_EVENTS_SKIPPED)  # overlap: the events of skipped runs
     # --- DST policy ------------------------------------------------------------------
     op.add_column("dag_schedule", sa.Column("dst_gap", sa.Text(), nullable=True))
     op.add_column("dag_schedule", sa.Column("dst_repeat", sa.Text(), nullable=True))
@@ -65,6 +105,9 @@ def downgrade() -> None:
     op.drop_column("dag_run", "fingerprint")
     op.drop_column("dag_schedule", "dst_repeat")
     op.drop_column("dag_schedule", "dst_gap")
+    # overlap: the events of skipped runs
+    op.execute(DAG_RUN_EVENTS_0003)
+    op.execute("DELETE FROM event WHERE kind = 'run_skipped'")
     op.execute("DELETE FROM dag_run WHERE status = 'skipped'")
     op.drop_constraint(op.f("ck_dag_run_status"), "dag_run", type_="check")
     op.create_check_constraint(

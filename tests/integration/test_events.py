@@ -16,7 +16,7 @@ from workflows_tick.dags import DagRegistry
 from workflows_tick.events import hook_sinks
 from workflows_tick.hooks import Event
 from workflows_tick.outbox import Outbox
-from workflows_tick.scheduler import trigger_dag
+from workflows_tick.scheduler import rerun_run, trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
 
@@ -245,3 +245,26 @@ def test_prune_deletes_delivered_events_and_keeps_undelivered_ones(
     prune(timedelta(0), engine=engine, clock=lambda: datetime.now(UTC) + timedelta(seconds=1))
     assert rows(engine, "SELECT count(*) FROM event WHERE delivered_at IS NOT NULL") == [(0,)]
     assert rows(engine, "SELECT kind FROM event") == [("run_started",)]
+
+
+def test_a_rerun_is_a_run_start_for_hooks_then_a_finish(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    reg = write_project(tmp_path, {"d": FLAKY})
+    run = trigger_dag("d", creator="t", engine=engine, clock=clock)
+    fail_b = lambda launch: launch.task.name != "b.yaml"  # noqa: E731
+    t = run_to_the_end(engine, reg, clock, outcome=fail_b)
+    hook = Recorder()
+    outbox(engine, t, hook).drain()
+    hook.calls.clear()
+    rerun_run(run.id, registry=reg, engine=engine, clock=clock)
+    t = run_to_the_end(engine, reg, clock)
+    outbox(engine, t, hook).drain()
+    assert hook.events() == [
+        Event.DAG_RUN_START,
+        Event.TASK_RUN_START,
+        Event.TASK_RUN_FINISH,
+        Event.DAG_RUN_FINISH,
+    ]
+    assert hook.calls[0][1]["dag_run"].id == run.id
+    assert hook.calls[-1][1]["exception"] is None  # the rerun succeeded

@@ -494,6 +494,27 @@ def test_cancel_a_running_run_and_rerun_a_failed_one(
         assert missing.status_code == 404
 
 
+def test_a_skipped_fire_shows_as_skipped_and_never_hides_a_failure(
+    engine: sqlalchemy.Engine, registry: DagRegistry
+) -> None:
+    insert_run(engine, "solo", "failed", {"only.sh": ["failed"]})
+    skipped, _ = insert_run(engine, "solo", "skipped", {}, created=T0 + timedelta(minutes=1))
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE dag_run SET message = :m WHERE id = :id"),
+            {"m": "skipped: run 1 had not ended (overlap: skip)", "id": skipped},
+        )
+    with make_client(engine, registry, allow_actions=True) as c:
+        solo = next(d for d in c.get("/api/dags").json()["dags"] if d["name"] == "solo")
+        assert solo["failing"] is True
+        assert solo["last_run"]["status"] == "skipped"
+        page = c.get(f"/runs/{skipped}").text
+        assert '<span class="badge s-skipped">skipped</span>' in page
+        assert '<p class="note">skipped: run 1 had not ended (overlap: skip)</p>' in page
+        assert "Rerun from failure" not in page and "Cancel the run" not in page
+        assert 'class="square s-skipped' in c.get("/dags/solo").text
+
+
 def test_schedulers_page_flags_stale_schedulers(
     engine: sqlalchemy.Engine, registry: DagRegistry
 ) -> None:

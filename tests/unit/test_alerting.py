@@ -44,6 +44,7 @@ def event(kind: str, status: str, task: bool = False) -> EventRow:
     ("kind", "status", "task", "expected"),
     [
         ("run_started", "running", False, Event.DAG_RUN_START),
+        ("run_running", "running", False, Event.DAG_RUN_START),  # a rerun
         ("run_failed", "failed", False, Event.DAG_RUN_FINISH),
         ("run_cancelled", "cancelled", False, Event.DAG_RUN_FINISH),
         ("task_run_created", "waiting", True, None),
@@ -124,6 +125,8 @@ def test_start_success_and_cancel_pings() -> None:
     start = ping_for(Delivery(event("run_started", "running"), None, None, None), SETTINGS, "h")
     assert start is not None and start.params["state"] == "run"
     assert start.params["stamp"] == T0.timestamp()
+    rerun = ping_for(Delivery(event("run_running", "running"), None, None, None), SETTINGS, "h")
+    assert rerun is not None and rerun.params["state"] == "run"
     ok = Delivery(
         event("run_succeeded", "succeeded"),
         run_row(RunStatus.SUCCEEDED),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from workflows_tick.model import Dag, Task, TaskType
+from workflows_tick.model import Dag, Overlap, Task, TaskType
 from workflows_tick.plan import (
     Cursor,
     LiveCopies,
@@ -365,3 +365,55 @@ def test_a_paused_dag_s_cursor_moves_on_without_a_run() -> None:
     assert plan.runs == []
     assert plan.skipped == [("d", at(12))]
     assert plan.advanced == [cursor("d", at(13))]
+
+
+# --- plan_fires: overlap ----------------------------------------------------------------
+
+
+def busy(name: str, fire: datetime, *running: int, paused: bool = False) -> Cursor:
+    """A due cursor of a DAG whose runs ``running`` have not ended."""
+    return Cursor(name, HOURLY, "UTC", fire, paused=paused, running=running)
+
+
+def test_queue_creates_the_run_while_earlier_runs_have_not_ended() -> None:
+    for policy in ({}, {"d": Overlap.QUEUE}):
+        plan = plan_fires([busy("d", at(12), 7)], NOW, policy)
+        assert plan.runs == [("d", at(12))]
+        assert plan.overlapped == [] and plan.replace == {}
+        assert plan.advanced == [cursor("d", at(13))]
+
+
+def test_skip_records_the_fire_as_skipped_while_a_run_has_not_ended() -> None:
+    plan = plan_fires([busy("d", at(12), 7, 9)], NOW, {"d": Overlap.SKIP})
+    assert plan.runs == []
+    assert plan.overlapped == [("d", at(12), "skipped: run 7 had not ended (overlap: skip)")]
+    assert plan.advanced == [cursor("d", at(13))]  # the skipped time is passed for good
+
+
+def test_skip_and_replace_create_the_run_when_nothing_is_running() -> None:
+    for policy in (Overlap.SKIP, Overlap.REPLACE):
+        plan = plan_fires([busy("d", at(12))], NOW, {"d": policy})
+        assert plan.runs == [("d", at(12))]
+        assert plan.overlapped == [] and plan.replace == {}
+
+
+def test_replace_creates_the_run_and_cancels_every_run_not_ended() -> None:
+    plan = plan_fires([busy("d", at(12), 7, 9)], NOW, {"d": Overlap.REPLACE})
+    assert plan.runs == [("d", at(12))]
+    assert plan.replace == {"d": (7, 9)}
+    assert plan.overlapped == []
+
+
+def test_a_paused_dag_neither_skips_nor_replaces() -> None:
+    for policy in (Overlap.SKIP, Overlap.REPLACE):
+        plan = plan_fires([busy("d", at(12), 7, paused=True)], NOW, {"d": policy})
+        assert plan.skipped == [("d", at(12))]
+        assert plan.runs == [] and plan.overlapped == [] and plan.replace == {}
+
+
+def test_each_dag_follows_its_own_overlap_policy() -> None:
+    due = [busy("q", at(12), 1), busy("r", at(12), 2), busy("s", at(12), 3)]
+    plan = plan_fires(due, NOW, {"r": Overlap.REPLACE, "s": Overlap.SKIP})
+    assert plan.runs == [("q", at(12)), ("r", at(12))]
+    assert plan.replace == {"r": (2,)}
+    assert [(name, fire) for name, fire, _ in plan.overlapped] == [("s", at(12))]

@@ -165,7 +165,8 @@ def dags_page(
         if search and search.lower() not in name.lower():
             continue
         runs = recent[name]
-        last_finished = next((s for s in runs.statuses if s != "running"), None)
+        # A skipped fire is not a run that finished: it must not hide a failure.
+        last_finished = next((s for s in runs.statuses if s not in ("running", "skipped")), None)
         failing = info.error is not None or last_finished == "failed"
         if failing_only and not failing:
             continue
