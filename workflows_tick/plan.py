@@ -106,11 +106,6 @@ class FirePlan:
     problems: dict[str, str] = field(default_factory=dict)
 
 
-def _same_schedule(cursor: Cursor, dag: Dag) -> bool:
-    """Whether ``cursor`` was computed for the schedule ``dag`` has now."""
-    return (cursor.schedule, cursor.timezone) == (dag.schedule, dag.timezone)
-
-
 def plan_schedules(
     dags: Mapping[str, Dag],
     cursors: Mapping[str, Cursor],
@@ -133,21 +128,19 @@ def plan_schedules(
     Without ``live`` those cursors are left undecided and ``needs_live`` is set.
     """
     plan = SchedulePlan()
-    undecided: set[str] = set()
-    for name, cursor in cursors.items():
-        dag = dags.get(name)
-        if name in broken or (dag is not None and cursor.fingerprint in (None, dag.fingerprint)):
-            continue
-        if live is None:
-            undecided.add(name)
-        elif live.has(name, cursor.fingerprint) if dag is not None else live.knows(name):
-            undecided.add(name)
-            plan.left.append(name)
+    undecided = False
     for name, dag in dags.items():
-        if dag.schedule is None or name in undecided:
+        if dag.schedule is None:
             continue
         read = cursors.get(name)
-        if read is None or not _same_schedule(read, dag):
+        if read is not None and read.fingerprint not in (None, dag.fingerprint):
+            if live is None:
+                undecided = True
+                continue
+            if live.has(name, read.fingerprint):
+                plan.left.append(name)
+                continue
+        if read is None or (read.schedule, read.timezone) != (dag.schedule, dag.timezone):
             try:
                 fire = cron.next_fire(dag.schedule, dag.timezone, now)
             except Exception as exc:  # one DAG's bad schedule never stops the others
@@ -168,15 +161,21 @@ def plan_schedules(
         if cursor.next_fire_at <= now:
             plan.due.append(name)
         plan.cursors[name] = cursor
-    for name, cursor in cursors.items():
-        if name in broken or name in undecided:
+    for name, read in cursors.items():
+        here = dags.get(name)
+        if (here is not None and here.schedule is not None) or name in broken:
             continue
-        if name not in dags or dags[name].schedule is None:
-            plan.drop.append(name)
-            plan.expected[name] = cursor.fingerprint
-    if live is None and undecided:
-        return replace(plan, needs_live=True)
-    return plan
+        # No schedule here, or a DAG not loaded here: dropped unless another copy lives.
+        if here is None or read.fingerprint not in (None, here.fingerprint):
+            if live is None:
+                undecided = True
+                continue
+            if live.knows(name) if here is None else live.has(name, read.fingerprint):
+                plan.left.append(name)
+                continue
+        plan.drop.append(name)
+        plan.expected[name] = read.fingerprint
+    return replace(plan, needs_live=True) if undecided else plan
 
 
 def plan_fires(

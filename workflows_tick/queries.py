@@ -9,7 +9,7 @@ or task runs it touches.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -574,24 +574,44 @@ def count_running(conn: Connection, manager: str) -> int:
     )
 
 
+def text_array(values: Iterable[str]) -> str:
+    """A PostgreSQL ``text[]`` literal of ``values``, to send as one parameter: a
+    Python list is sent as ``ARRAY[...]`` with one constant per value for the
+    server to parse and plan, which costs more than the query itself at 500 values."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
+@dataclass(frozen=True)
+class LoadedCopies:
+    """The DAG copies a scheduler has loaded, as :func:`claim_waiting` matches them;
+    built once per reload (:meth:`of`), not once per pass."""
+
+    keys: str
+    """A ``text[]`` literal of ``name:fingerprint`` for each loaded DAG."""
+
+    @classmethod
+    def of(cls, fingerprints: Mapping[str, str]) -> LoadedCopies:
+        return cls(text_array(f"{name}:{fp}" for name, fp in fingerprints.items()))
+
+
 def claim_waiting(
     conn: Connection,
     manager: str,
-    fingerprints: Mapping[str, str],
+    copies: LoadedCopies,
     limit: int,
     now: datetime,
     lease_until: datetime,
 ) -> list[Claim]:
     """Claim the oldest startable waiting task runs and record them as running.
 
-    Only task runs of runs of the DAGs of ``fingerprints`` (name: this scheduler's
-    copy) that this copy created or advances (the pass that advances a run records
-    its copy first): a task planned by another copy of the DAG is never started by
-    one that may lack it.
+    Only task runs of runs of the loaded DAGs (``copies``) that this scheduler's copy
+    created or advances (the pass that advances a run records its copy first): a
+    task planned by another copy of the DAG is never started by one that may lack it.
     Rows another scheduler holds are skipped, and the status is checked again
     after the lock, so a task run is never claimed twice.
     """
-    if limit <= 0 or not fingerprints:
+    if limit <= 0 or copies.keys == "{}":
         return []
     rows = conn.execute(
         text(
@@ -608,7 +628,7 @@ def claim_waiting(
         ),
         {
             "now": now,
-            "copies": [f"{name}:{fp}" for name, fp in fingerprints.items()],
+            "copies": copies.keys,
             "limit": limit,
             "manager": manager,
             "lease_until": lease_until,

@@ -123,6 +123,8 @@ class Ticker:
         self._dags: dict[str, Dag] = {}
         self._copies: dict[str, str] = {}
         """The fingerprint of each loaded DAG's copy, by name."""
+        self._claimable = queries.LoadedCopies.of({})
+        """``_copies`` as the claim query takes them (built once per load)."""
         self._broken: dict[str, DagLoadError] = {}
         self._unknown_since: dict[str, int] = {}
         """DAG name -> the registry generation in which a pass first met its runs
@@ -158,6 +160,7 @@ class Ticker:
                 self._broken[name] = dag
                 log.error("DAG %s is not loaded: %s", name, dag)
         self._copies = {name: self._dags[name].fingerprint for name in sorted(self._dags)}
+        self._claimable = queries.LoadedCopies.of(self._copies)
 
     @property
     def dags(self) -> dict[str, Dag]:
@@ -460,7 +463,7 @@ class Ticker:
                 limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
             )
         claims = queries.claim_waiting(
-            conn, self.manager.name, self._copies, limit, now, now + self.lease
+            conn, self.manager.name, self._claimable, limit, now, now + self.lease
         )
         hosts = {
             c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)

@@ -194,7 +194,7 @@ def test_cancel_while_a_pass_claims_the_next_task_stops_it(
         claims = queries.claim_waiting(
             conn,
             manager.name,
-            {"chain": t.dags["chain"].fingerprint},
+            queries.LoadedCopies.of({"chain": t.dags["chain"].fingerprint}),
             10,
             clock(),
             clock.advance(0) + t.lease,

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from tests.support import rows, write_project
+from workflows_tick import queries
 from workflows_tick.dags import DagRegistry
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
@@ -323,3 +324,12 @@ def test_a_schedule_edit_and_a_rename_rolled_out_to_three_schedulers_never_repla
         ("e", "16:30")
     ]
     assert rows(engine, "SELECT count(*) FROM dag_run WHERE status <> 'succeeded'") == [(0,)]
+
+
+def test_the_copies_a_claim_matches_survive_any_dag_name(engine: Engine) -> None:
+    names = ["plain", 'with "quotes"', "back\\slash", "a,b", "{braces}", "NULL", "é ü", ""]
+    with engine.connect() as conn:
+        got = conn.execute(
+            text("SELECT CAST(:a AS text[])"), {"a": queries.text_array(names)}
+        ).scalar_one()
+    assert got == names
