@@ -24,6 +24,7 @@ from workflows_tick.options import (
     SchedulerOptions,
 )
 from workflows_tick.ui import DEFAULT_HOST, DEFAULT_PORT
+from workflows_tick.upcoming import DEFAULT_COUNT, MAX_COUNT
 
 if TYPE_CHECKING:
     from workflows_tick.dags import DagRegistry
@@ -470,6 +471,44 @@ def backfill(
         + (f", {len(done.rerun)} failed run(s) rerun" if rerun_failed else "")
         + later
     )
+
+
+@cli.command("next")
+@click.argument("dag")
+@click.option(
+    "-n",
+    "count",
+    default=str(DEFAULT_COUNT),
+    show_default=True,
+    metavar="N",
+    help=f"How many fire times (at most {MAX_COUNT}).",
+)
+@click.option(
+    "--after",
+    metavar="ISO_TIME",
+    default=None,
+    help="List fire times after this time (default: now); without an offset it is in "
+    "the DAG's time zone.",
+)
+@pass_ctx
+def next_command(obj: Context, dag: str, count: str, after: str | None) -> None:
+    """Print DAG's next fire times, one a line: in its time zone, then in UTC.
+
+    Follows the DAG's schedule, time zone and DST policy (dst_gap, dst_repeat). Needs
+    no database.
+    """
+    from datetime import UTC, datetime
+
+    from workflows_tick.errors import DagLoadError
+    from workflows_tick.upcoming import fire_line, next_fires, parse_after, parse_count
+
+    how_many = parse_count(count)
+    loaded = obj.registry.load(_known_dag(obj.registry, dag))
+    if isinstance(loaded, DagLoadError):
+        raise UsageError(f"DAG {dag} does not load: {loaded}")
+    start = datetime.now(UTC) if after is None else parse_after(after, loaded.timezone)
+    for fire in next_fires(loaded, start, how_many):
+        click.echo(fire_line(fire, loaded.timezone))
 
 
 @cli.command()

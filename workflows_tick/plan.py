@@ -42,6 +42,8 @@ class Cursor:
     running: tuple[int, ...] = ()
     """The ids of the DAG's runs that have not ended, oldest first (read after the
     cursor is locked; only due cursors carry them)."""
+    dst: cron.DstPolicy = cron.DEFAULT_DST
+    """The DST policy ``next_fire_at`` was computed with (the DAG's when it was set)."""
     fingerprint: str | None = None
     """The fingerprint of the DAG copy that set the cursor (None: any copy may fire it)."""
 
@@ -66,9 +68,10 @@ class LiveCopies:
 @dataclass(frozen=True)
 class SchedulePlan:
     reset: list[Cursor] = field(default_factory=list)
-    """Cursors to write: those of new DAGs, of edited schedules (or time zones) from
-    now on, and those taken over from a copy no live scheduler has (the fire time
-    kept when the schedule is the same). Each carries this scheduler's fingerprint."""
+    """Cursors to write: those of new DAGs, of edited schedules (time zones, DST
+    policies) from now on, and those taken over from a copy no live scheduler has
+    (the fire time kept when the schedule is the same). Each carries this
+    scheduler's fingerprint."""
     due: list[str] = field(default_factory=list)
     """DAGs whose next fire time has come (on cursors this scheduler may fire)."""
     drop: list[str] = field(default_factory=list)
@@ -115,8 +118,8 @@ def plan_schedules(
 ) -> SchedulePlan:
     """What to do with the schedule cursors of ``dags`` (the DAGs that load).
 
-    A DAG first seen, or whose schedule or time zone changed, gets a cursor at its
-    next fire time after ``now``: past times never replay. A DAG without a schedule,
+    A DAG first seen, or whose schedule, time zone or DST policy changed, gets a
+    cursor at its next fire time after ``now``: past times never replay. A DAG without a schedule,
     or gone from the folder, keeps no cursor, so when it (or its schedule) comes
     back it waits for its next time like a new DAG. ``broken`` DAGs (in the folder,
     failing to load) keep theirs.
@@ -140,15 +143,22 @@ def plan_schedules(
             if live.has(name, read.fingerprint):
                 plan.left.append(name)
                 continue
-        if read is None or (read.schedule, read.timezone) != (dag.schedule, dag.timezone):
+        dst = cron.DstPolicy.of(dag)
+        if read is None or (read.schedule, read.timezone, read.dst) != (
+            dag.schedule,
+            dag.timezone,
+            dst,
+        ):
             try:
-                fire = cron.next_fire(dag.schedule, dag.timezone, now)
+                fire = cron.next_fire(dag.schedule, dag.timezone, now, dst)
             except Exception as exc:  # one DAG's bad schedule never stops the others
                 plan.problems[name] = str(exc)
                 continue
             if read is not None:
                 plan.expected[name] = read.fingerprint
-            cursor = Cursor(name, dag.schedule, dag.timezone, fire, fingerprint=dag.fingerprint)
+            cursor = Cursor(
+                name, dag.schedule, dag.timezone, fire, dst=dst, fingerprint=dag.fingerprint
+            )
             plan.reset.append(cursor)
         elif read.fingerprint != dag.fingerprint:
             # The same schedule, set by a copy no live scheduler has (or before copies
@@ -183,7 +193,8 @@ def plan_fires(
 ) -> FirePlan:
     """One run per due cursor, for its most recent fire time however many were
     missed, and never for a time before the cursor (no time runs twice). A paused
-    DAG's cursor moves on without a run, so unpausing replays nothing.
+    DAG's cursor moves on without a run, so unpausing replays nothing. Fire times
+    follow each cursor's DST policy.
 
     While runs of the DAG have not ended (``cursor.running``), its ``overlap``
     policy (default ``queue``) decides: ``queue`` creates the run, ``skip`` records
@@ -192,8 +203,9 @@ def plan_fires(
     plan = FirePlan()
     for cursor in due:
         try:
-            fire = max(cron.latest_fire(cursor.schedule, cursor.timezone, now), cursor.next_fire_at)
-            following = cron.next_fire(cursor.schedule, cursor.timezone, fire)
+            latest = cron.latest_fire(cursor.schedule, cursor.timezone, now, cursor.dst)
+            fire = max(latest, cursor.next_fire_at)
+            following = cron.next_fire(cursor.schedule, cursor.timezone, fire, cursor.dst)
         except Exception as exc:
             plan.problems[cursor.dag_name] = str(exc)
             continue
@@ -206,7 +218,7 @@ def plan_fires(
             plan.runs.append((cursor.dag_name, fire))
             if cursor.running and policy is Overlap.REPLACE:
                 plan.replace[cursor.dag_name] = cursor.running
-        plan.advanced.append(Cursor(cursor.dag_name, cursor.schedule, cursor.timezone, following))
+        plan.advanced.append(replace(cursor, next_fire_at=following, paused=False, running=()))
     return plan
 
 

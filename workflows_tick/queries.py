@@ -16,8 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from workflows_tick.cron import DstPolicy
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
+from workflows_tick.model import DstGap, DstRepeat
 from workflows_tick.plan import Cursor, LiveCopies, NewTaskRun, TaskRunState
 from workflows_tick.states import RunStatus, TaskStatus, Trigger
 
@@ -223,13 +225,29 @@ def expire_leases(conn: Connection, now: datetime) -> list[int]:
 # --- schedules ------------------------------------------------------------------------
 
 
+def _dst_policy(gap: str | None, repeat: str | None) -> DstPolicy:
+    """The DST policy stored in a cursor row (a value this version does not know reads
+    as unset, so the cursor differs from any DAG that chose it and is reset)."""
+    gaps = {g.value: g for g in DstGap}
+    repeats = {r.value: r for r in DstRepeat}
+    return DstPolicy(gaps.get(gap or ""), repeats.get(repeat or ""))
+
+
 def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
     rows = conn.execute(
-        text("SELECT dag_name, schedule, timezone, next_fire_at, fingerprint FROM dag_schedule")
+        text(
+            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat, fingerprint "
+            "FROM dag_schedule"
+        )
     )
     return {
         r.dag_name: Cursor(
-            r.dag_name, r.schedule, r.timezone, r.next_fire_at, fingerprint=r.fingerprint
+            r.dag_name,
+            r.schedule,
+            r.timezone,
+            r.next_fire_at,
+            dst=_dst_policy(r.dst_gap, r.dst_repeat),
+            fingerprint=r.fingerprint,
         )
         for r in rows
     }
@@ -241,21 +259,25 @@ def upsert_cursors(
     now: datetime,
     expected: Mapping[str, str | None] | None = None,
 ) -> None:
-    """Create cursors, or overwrite existing ones whose fingerprint is still the one
-    in ``expected`` (None when absent): a cursor another scheduler took over since
-    it was read is left as it is."""
+    """Create cursors, or overwrite existing ones (schedule, time zone, DST policy,
+    next fire time and fingerprint) whose fingerprint is still the one in
+    ``expected`` (None when absent): a cursor another scheduler took over since it
+    was read is left as it is."""
     if not cursors:
         return
     expected = expected or {}
     conn.execute(
         text(
-            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, fingerprint, "
-            "updated_at) SELECT v.name, v.schedule, v.zone, v.fire, v.fingerprint, :now "
+            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, dst_gap, "
+            "dst_repeat, fingerprint, updated_at) "
+            "SELECT v.name, v.schedule, v.zone, v.fire, v.gap, v.repeat, v.fingerprint, :now "
             "FROM unnest(CAST(:names AS text[]), CAST(:schedules AS text[]), "
-            "CAST(:zones AS text[]), CAST(:fires AS timestamptz[]), CAST(:fps AS text[]), "
-            "CAST(:expected AS text[])) AS v(name, schedule, zone, fire, fingerprint, expected) "
+            "CAST(:zones AS text[]), CAST(:fires AS timestamptz[]), CAST(:gaps AS text[]), "
+            "CAST(:repeats AS text[]), CAST(:fps AS text[])) "
+            "AS v(name, schedule, zone, fire, gap, repeat, fingerprint) "
             "ON CONFLICT (dag_name) DO UPDATE SET schedule = excluded.schedule, "
             "timezone = excluded.timezone, next_fire_at = excluded.next_fire_at, "
+            "dst_gap = excluded.dst_gap, dst_repeat = excluded.dst_repeat, "
             "fingerprint = excluded.fingerprint, updated_at = :now "
             "WHERE dag_schedule.fingerprint IS NOT DISTINCT FROM ("
             "SELECT e.expected FROM unnest(CAST(:names AS text[]), CAST(:expected AS text[])) "
@@ -267,6 +289,8 @@ def upsert_cursors(
             "schedules": [c.schedule for c in cursors],
             "zones": [c.timezone for c in cursors],
             "fires": [c.next_fire_at for c in cursors],
+            "gaps": [c.dst.gap and c.dst.gap.value for c in cursors],
+            "repeats": [c.dst.repeat and c.dst.repeat.value for c in cursors],
             "fps": [c.fingerprint for c in cursors],
             "expected": [expected.get(c.dag_name) for c in cursors],
         },
@@ -304,7 +328,8 @@ def lock_due_cursors(
     """
     rows = conn.execute(
         text(
-            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, s.fingerprint, EXISTS ("
+            "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, s.dst_gap, "
+            "s.dst_repeat, s.fingerprint, EXISTS ("
             "SELECT 1 FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
             "FROM dag_schedule s JOIN unnest(CAST(:names AS text[]), CAST(:fps AS text[])) "
             "AS v(name, fingerprint) ON s.dag_name = v.name "
@@ -335,6 +360,7 @@ def lock_due_cursors(
             r.next_fire_at,
             r.paused,
             running[r.dag_name],
+            dst=_dst_policy(r.dst_gap, r.dst_repeat),
             fingerprint=r.fingerprint,
         )
         for r in rows
@@ -342,17 +368,23 @@ def lock_due_cursors(
 
 
 def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
+    """Move locked cursors to their next fire times, with the DST policy each was
+    computed with."""
     if cursors:
         conn.execute(
             text(
-                "UPDATE dag_schedule s SET next_fire_at = v.fire, updated_at = :now "
-                "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[])) AS v(name, fire) "
+                "UPDATE dag_schedule s SET next_fire_at = v.fire, dst_gap = v.gap, "
+                "dst_repeat = v.repeat, updated_at = :now "
+                "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[]), "
+                "CAST(:gaps AS text[]), CAST(:repeats AS text[])) AS v(name, fire, gap, repeat) "
                 "WHERE s.dag_name = v.name"
             ),
             {
                 "now": now,
                 "names": [c.dag_name for c in cursors],
                 "fires": [c.next_fire_at for c in cursors],
+                "gaps": [c.dst.gap and c.dst.gap.value for c in cursors],
+                "repeats": [c.dst.repeat and c.dst.repeat.value for c in cursors],
             },
         )
 
@@ -865,14 +897,15 @@ def paused_dags(conn: Connection) -> list[PausedDag]:
 def lock_cursor(conn: Connection, dag_name: str) -> Cursor | None:
     row = conn.execute(
         text(
-            "SELECT dag_name, schedule, timezone, next_fire_at FROM dag_schedule "
-            "WHERE dag_name = :dag FOR UPDATE"
+            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat "
+            "FROM dag_schedule WHERE dag_name = :dag FOR UPDATE"
         ),
         {"dag": dag_name},
     ).one_or_none()
-    return (
-        None if row is None else Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at)
-    )
+    if row is None:
+        return None
+    dst = _dst_policy(row.dst_gap, row.dst_repeat)
+    return Cursor(row.dag_name, row.schedule, row.timezone, row.next_fire_at, dst=dst)
 
 
 # --- control: rerun -------------------------------------------------------------------

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine
@@ -177,10 +177,8 @@ def unpause_dag(
         if cursor is not None and cursor.next_fire_at <= now:
             # No scheduler moved the cursor on while the DAG was paused (none ran):
             # move it past now so that the missed time is not run on unpause.
-            following = cron.next_fire(cursor.schedule, cursor.timezone, now)
-            queries.advance_cursors(
-                conn, [Cursor(name, cursor.schedule, cursor.timezone, following)], now
-            )
+            following = cron.next_fire(cursor.schedule, cursor.timezone, now, cursor.dst)
+            queries.advance_cursors(conn, [replace(cursor, next_fire_at=following)], now)
         return was_paused
 
 
@@ -255,7 +253,9 @@ def backfill(
     if end < start:
         raise UsageError(f"--end {end.isoformat()} is before --start {start.isoformat()}")
     now = clock()
-    every = cron.fire_times(dag.schedule, dag.timezone, start, end, MAX_BACKFILL)
+    every = cron.fire_times(
+        dag.schedule, dag.timezone, start, end, MAX_BACKFILL, cron.DstPolicy.of(dag)
+    )
     if len(every) > MAX_BACKFILL:
         raise UsageError(f"more than {MAX_BACKFILL:,} fire times in the range: split it")
     times = [t for t in every if t <= now]

@@ -84,17 +84,24 @@ def dag_line(dag: Dag, now: datetime | None = None) -> str:
     count = f"{len(dag.tasks)} task{'s' if len(dag.tasks) != 1 else ''}"
     if dag.schedule is None:
         return f"{dag.name}: {count}, no schedule ({dag.timezone})"
-    when = next_fire_time(dag.schedule, dag.timezone, now).isoformat(sep=" ", timespec="minutes")
+    when = next_fire_time(dag.schedule, dag.timezone, now, dag).isoformat(
+        sep=" ", timespec="minutes"
+    )
     return f"{dag.name}: {count}, schedule '{dag.schedule}' ({dag.timezone}), next {when}"
 
 
-def next_fire_time(schedule: str, timezone: str, now: datetime | None = None) -> datetime:
-    """The next time ``schedule`` fires after ``now``, in ``timezone``."""
+def next_fire_time(
+    schedule: str, timezone: str, now: datetime | None = None, dag: Dag | None = None
+) -> datetime:
+    """The next time ``schedule`` fires after ``now``, in ``timezone``, under the DST
+    policy of ``dag`` (when given)."""
     from zoneinfo import ZoneInfo
 
-    from workflows_tick.cron import next_fire
+    from workflows_tick.cron import DEFAULT_DST, DstPolicy, next_fire
 
-    return next_fire(schedule, timezone, now or datetime.now(UTC)).astimezone(ZoneInfo(timezone))
+    dst = DEFAULT_DST if dag is None else DstPolicy.of(dag)
+    fire = next_fire(schedule, timezone, now or datetime.now(UTC), dst)
+    return fire.astimezone(ZoneInfo(timezone))
 
 
 def _manager_problems(

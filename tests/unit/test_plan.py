@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from workflows_tick.model import Dag, Overlap, Task, TaskType
+from workflows_tick.cron import DstPolicy
+from workflows_tick.model import Dag, DstGap, DstRepeat, Overlap, Task, TaskType
 from workflows_tick.plan import (
     Cursor,
     LiveCopies,
@@ -365,6 +367,69 @@ def test_a_paused_dag_s_cursor_moves_on_without_a_run() -> None:
     assert plan.runs == []
     assert plan.skipped == [("d", at(12))]
     assert plan.advanced == [cursor("d", at(13))]
+
+
+# --- DST policies ---------------------------------------------------------------------
+
+NY = "America/New_York"
+SKIP_GAP = DstPolicy(gap=DstGap.SKIP)
+BOTH_REPEATS = DstPolicy(repeat=DstRepeat.BOTH)
+
+
+def test_a_changed_dst_policy_resets_the_cursor_from_now_and_replays_nothing() -> None:
+    d = {"d": replace(dag(schedule=HOURLY), dst_gap=DstGap.SKIP)}
+    due_under_the_old_policy = {"d": cursor("d", at(11))}
+    plan = plan_schedules(d, due_under_the_old_policy, NOW)
+    assert plan.due == []
+    fp = d["d"].fingerprint
+    assert plan.reset == [Cursor("d", HOURLY, "UTC", at(13), dst=SKIP_GAP, fingerprint=fp)]
+    assert plan.cursors["d"].dst == SKIP_GAP
+    # Back to the default (another copy: no live scheduler has the one above): reset again.
+    plan = plan_schedules({"d": dag(schedule=HOURLY)}, {"d": plan.reset[0]}, NOW, live=LiveCopies())
+    assert plan.reset == [mine("d", at(13))]
+
+
+def test_a_cursor_computed_with_the_dag_s_policy_is_kept() -> None:
+    d = {"d": replace(dag(schedule=HOURLY), dst_gap=DstGap.SKIP)}
+    kept = Cursor("d", HOURLY, "UTC", at(12), dst=SKIP_GAP, fingerprint=d["d"].fingerprint)
+    plan = plan_schedules(d, {"d": kept}, NOW)
+    assert plan.reset == [] and plan.due == ["d"]
+
+
+def test_a_new_cursor_follows_the_dag_s_policy() -> None:
+    # On 2024-03-10 02:30 does not exist in New York: with dst_gap skip, the next fire
+    # after 03-09 08:00 UTC is 03-11 02:30 EDT, not 03-10 03:00 EDT.
+    d = {"d": replace(dag(schedule="30 2 * * *", timezone=NY), dst_gap=DstGap.SKIP)}
+    now = datetime(2024, 3, 9, 8, tzinfo=UTC)
+    plan = plan_schedules(d, {}, now)
+    fire = datetime(2024, 3, 11, 6, 30, tzinfo=UTC)
+    assert plan.reset == [
+        Cursor("d", "30 2 * * *", NY, fire, dst=SKIP_GAP, fingerprint=d["d"].fingerprint)
+    ]
+
+
+def test_fires_follow_the_cursor_s_policy_across_the_fall_back_day() -> None:
+    # dst_repeat both: a daily 01:30 fires at 01:30 EDT and again at 01:30 EST.
+    first = datetime(2024, 11, 3, 5, 30, tzinfo=UTC)
+    second = datetime(2024, 11, 3, 6, 30, tzinfo=UTC)
+    due = Cursor("d", "30 1 * * *", NY, first, dst=BOTH_REPEATS)
+    plan = plan_fires([due], first)
+    assert plan.runs == [("d", first)]
+    assert plan.advanced == [replace(due, next_fire_at=second)]
+    plan = plan_fires(plan.advanced, second + timedelta(minutes=5))
+    assert plan.runs == [("d", second)]
+    assert plan.advanced == [replace(due, next_fire_at=datetime(2024, 11, 4, 6, 30, tzinfo=UTC))]
+
+
+def test_fires_skip_a_time_the_spring_forward_gap_removes_under_skip() -> None:
+    before = datetime(2024, 3, 9, 7, 30, tzinfo=UTC)  # 03-09 02:30 EST
+    due = Cursor("d", "30 2 * * *", NY, before, dst=SKIP_GAP)
+    plan = plan_fires([due], before)
+    assert plan.advanced == [replace(due, next_fire_at=datetime(2024, 3, 11, 6, 30, tzinfo=UTC))]
+    # A pass long after the gap (the scheduler was down) does not fire 03:00 either:
+    # the latest fire is 03-09's, already run, so the cursor's own time runs.
+    plan = plan_fires(plan.advanced, datetime(2024, 3, 11, 6, 31, tzinfo=UTC))
+    assert plan.runs == [("d", datetime(2024, 3, 11, 6, 30, tzinfo=UTC))]
 
 
 # --- plan_fires: overlap ----------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from workflows_tick import queries
-from workflows_tick.cron import next_fire
+from workflows_tick.cron import DstPolicy, next_fire
 from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.logs import redact
@@ -210,8 +210,8 @@ def dags_page(
     }
 
 
-_next_fires: dict[tuple[str, str], tuple[datetime, datetime]] = {}
-"""(schedule, zone) -> (computed at, next fire): the next fire after any time in
+_next_fires: dict[tuple[str, str, DstPolicy], tuple[datetime, datetime]] = {}
+"""(schedule, zone, DST policy) -> (computed at, next fire): the next fire after any time in
 [computed at, next fire) is the same, so it is computed once per fire, not per page."""
 
 
@@ -227,14 +227,15 @@ def _next_fire(info: DagInfo, cursor: Cursor | None, now: datetime) -> datetime 
     dag = info.dag
     if dag is None or dag.schedule is None:
         return None
-    key = (dag.schedule, dag.timezone)
-    if cursor is not None and (cursor.schedule, cursor.timezone) == key:
+    dst = DstPolicy.of(dag)
+    key = (dag.schedule, dag.timezone, dst)
+    if cursor is not None and (cursor.schedule, cursor.timezone, cursor.dst) == key:
         return cursor.next_fire_at
     cached = _next_fires.get(key)
     if cached is not None and cached[0] <= now < cached[1]:
         return cached[1]
     try:
-        fire = next_fire(dag.schedule, dag.timezone, now)
+        fire = next_fire(dag.schedule, dag.timezone, now, dst)
     except Exception:  # a schedule the loader accepted but cron cannot step: show nothing
         return None
     _next_fires[key] = (now, fire)
