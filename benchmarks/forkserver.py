@@ -11,12 +11,21 @@
    (first ``task_run.started_at - created_at``). DAGs: a chain of 50 no_op tasks, a
    chain of 10 and a fan-out of 20 (``--concurrency 20``).
 
-    python benchmarks/forkserver.py [--starts 30] [--repeats 5] [--database-url URL]
+With ``--baseline-python PY`` (a Python whose ``import workflows_tick`` is another
+revision, e.g. a virtualenv with that checkout installed), its fork server and its
+scheduler join each alternation, and the ratios this / baseline are printed: both
+are measured in the same minutes, so the ratio holds on a busy machine. Everything
+runs from a temporary folder, so that neither interpreter imports the
+``workflows_tick`` of the current directory.
+
+    python benchmarks/forkserver.py [--starts 30] [--repeats 5] [--baseline-python PY]
+        [--database-url URL]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -72,7 +81,7 @@ def fan_out(tasks: int) -> dict[str, str]:
 # --- 1. start -> code running ----------------------------------------------------------
 
 
-def start_latency(config: Path, starts: int) -> None:
+def start_latency(config: Path, starts: int, baseline: str | None) -> None:
     from workflows_tick.config import load_registry
     from workflows_tick.managers.base import Launch
     from workflows_tick.managers.worker import WorkerTaskManager
@@ -82,7 +91,10 @@ def start_latency(config: Path, starts: int) -> None:
         "fork server": WorkerTaskManager(fork_server=True),
         "new interpreter": WorkerTaskManager(fork_server=False),
     }
-    managers["fork server"].start_fork_server()
+    if baseline:
+        managers["fork server, baseline"] = WorkerTaskManager(python=baseline, fork_server=True)
+    for manager in managers.values():
+        manager.start_fork_server()
     latencies: dict[str, list[float]] = {name: [] for name in managers}
     next_id = 0
     try:
@@ -109,6 +121,9 @@ def start_latency(config: Path, starts: int) -> None:
         print(f"| {name} | {ms(median(values))} | {ms(percentile(values, 0.95))} |")
     ratio = median(latencies["new interpreter"]) / median(latencies["fork server"])
     print(f"new interpreter / fork server: {ratio:.1f}x")
+    if baseline:
+        ratio = median(latencies["fork server"]) / median(latencies["fork server, baseline"])
+        print(f"fork server, this / baseline: {ratio:.2f}")
 
 
 # --- 2. under a running scheduler ---------------------------------------------------------
@@ -159,12 +174,14 @@ def timed_run(db: BenchDatabase, dag: str) -> tuple[float, float]:
 
 
 def under_scheduler(
-    db: BenchDatabase, config: Path, fork: bool, dags: list[str]
+    db: BenchDatabase, config: Path, fork: bool, dags: list[str], python: str | None = None
 ) -> dict[str, tuple[float, float]]:
     flag = "--fork-server" if fork else "--no-fork-server"
     command = workflows_command(
         config, "schedule", "worker", "--interval", "5", "--concurrency", "20", flag
     )
+    if python is not None:
+        command[0] = python
     process = subprocess.Popen(
         command, env=subprocess_env(db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -185,13 +202,17 @@ def under_scheduler(
             process.wait()
 
 
-def scheduler_runs(db: BenchDatabase, config: Path, repeats: int) -> None:
+def scheduler_runs(db: BenchDatabase, config: Path, repeats: int, baseline: str | None) -> None:
     dags = ["chain10", "fanout20", "chain50"]
     results: dict[tuple[bool, str], list[tuple[float, float]]] = {}
+    baselines: dict[str, list[float]] = {dag: [] for dag in dags}
     for _ in range(repeats):
         for fork in (True, False):
             for dag, figures in under_scheduler(db, config, fork, dags).items():
                 results.setdefault((fork, dag), []).append(figures)
+        if baseline:
+            for dag, (total, _) in under_scheduler(db, config, True, dags, baseline).items():
+                baselines[dag].append(total)
     print(f"\n## trigger -> run succeeded under a running `schedule worker` ({repeats} repeats)")
     print("| DAG | fork server | new interpreter | ratio | trigger -> first claim (fork server) |")
     print("| --- | --- | --- | --- | --- |")
@@ -205,15 +226,27 @@ def scheduler_runs(db: BenchDatabase, config: Path, repeats: int) -> None:
             f"| {median(forked) / median(execed):.2f} | {ms(median(first))} "
             f"({ms(min(first))}-{ms(max(first))}) |"
         )
+    if baseline:
+        print("\n| DAG | fork server, this | fork server, baseline | this / baseline |")
+        print("| --- | --- | --- | --- |")
+        for dag in dags:
+            forked = [t for t, _ in results[(True, dag)]]
+            print(
+                f"| {dag} | {median(forked):.3f} s | {median(baselines[dag]):.3f} s "
+                f"| {median(forked) / median(baselines[dag]):.2f} |"
+            )
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline-python", default=None)
     add_database_option(parser)
     args = parser.parse_args()
     with bench_database(args.database_url, "forkserver") as db, tempfile.TemporaryDirectory() as d:
+        os.chdir(d)  # `python -m` puts the current folder first on sys.path
         header("fork server", db)
         config = write_dags(
             Path(d),
@@ -224,8 +257,8 @@ def main() -> None:
                 "fanout20": fan_out(20),
             },
         )
-        start_latency(config, args.starts)
-        scheduler_runs(db, config, args.repeats)
+        start_latency(config, args.starts, args.baseline_python)
+        scheduler_runs(db, config, args.repeats, args.baseline_python)
 
 
 if __name__ == "__main__":

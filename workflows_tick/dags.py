@@ -16,7 +16,7 @@ from typing import Any
 
 from workflows_tick.errors import DagLoadError, UnknownDagError, UsageError
 from workflows_tick.hooks import Hook
-from workflows_tick.loader import WORKFLOW_FILE, is_task_file, load_dag
+from workflows_tick.loader import WORKFLOW_FILE, is_task_file, load_dag, load_task_alone
 from workflows_tick.model import Dag, ExternalInput, Task, merge_worker_config
 
 __all__ = ["DagRegistry", "register_directory"]
@@ -103,6 +103,20 @@ class DagRegistry:
                     result = exc
             self._loaded[name] = result
         return self._loaded[name]
+
+    def task_alone(self, name: str, task: str) -> Dag | None:
+        """DAG ``name`` holding only ``task``, read from its ``workflow.yaml`` and that
+        task's file alone (see :func:`~workflows_tick.loader.load_task_alone`); None
+        when that is not enough (no such task file, a problem in either file, two
+        folders of that name): :meth:`get` then says what is wrong with the DAG."""
+        folders = self._folders.get(name)
+        if folders is None or len(folders) != 1:
+            return None
+        try:
+            dag = load_task_alone(folders[0], name, task)
+        except DagLoadError:
+            return None
+        return replace(dag, registry=self)
 
     def _read_folder(self, name: str) -> Dag | DagLoadError:
         if name not in self._read:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 _SELECTORS = {
@@ -107,7 +107,13 @@ def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[st
         registry = load_registry(config)
         if dag not in registry:
             raise UnknownDagError(dag, registry.names())
-        loaded = registry.get(dag)
+        loaded = None
+        if _started_by_scheduler(selection, registry.hooks):
+            # The scheduler loaded the whole DAG when it claimed the task: read the
+            # task's own file (edits are seen at once) and workflow.yaml, not the rest.
+            loaded = registry.task_alone(dag, selection["only"])
+        if loaded is None:
+            loaded = registry.get(dag)
         run_tasks(loaded, loaded.select(**selection), os.environ, registry.hooks)
     except WorkflowsError as exc:
         from workflows_tick.logs import redact
@@ -117,3 +123,13 @@ def _run(config: str, verbose: int, log_json: bool, dag: str, selection: dict[st
     except KeyboardInterrupt:
         print("workflows: interrupted", file=sys.stderr)
         sys.exit(130)
+
+
+TASK_RUN_VARIABLE = "WORKFLOWS_TASK_RUN_ID"
+"""Set by the worker manager in the environment of every attempt it starts."""
+
+
+def _started_by_scheduler(selection: Mapping[str, str], hooks: Sequence[object]) -> bool:
+    """Whether ``run`` may read only the one task's file: one task (``-o``) of an
+    attempt a scheduler started, and no hooks (which are handed the whole DAG)."""
+    return list(selection) == ["only"] and not hooks and bool(os.environ.get(TASK_RUN_VARIABLE))

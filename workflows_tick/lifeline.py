@@ -14,9 +14,12 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 SCHEDULER_PID = "WORKFLOWS_SCHEDULER_PID"
 _PR_SET_PDEATHSIG = 1
+_libc: Any = None
+"""The C library, opened once (a forked attempt finds it open)."""
 
 
 def die_with_scheduler(environ: Mapping[str, str]) -> None:
@@ -24,10 +27,13 @@ def die_with_scheduler(environ: Mapping[str, str]) -> None:
     value = environ.get(SCHEDULER_PID)
     if not value or not value.isdigit() or not sys.platform.startswith("linux"):
         return
-    import ctypes
-
+    global _libc
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if _libc is None:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - no prctl in this libc
         return
     if os.getppid() != int(value):  # the scheduler died before prctl took effect

@@ -105,6 +105,23 @@ def _load(folder: Path, name: str) -> Dag:
     return Dag(name=name, path=folder, tasks=tasks, skipped=tuple(skipped), **fields)
 
 
+def load_task_alone(folder: Path, name: str, task_name: str) -> Dag:
+    """DAG ``name`` in ``folder`` holding only its task ``task_name``, read from
+    ``workflow.yaml`` and that one file: what an attempt needs to run the task.
+
+    The other files, the inputs and cross-DAG inputs are not read nor checked (the
+    scheduler that started the attempt loaded the whole DAG). DagLoadError on any
+    problem with the two files; a caller that wants the whole DAG's message then
+    uses :func:`load_dag`.
+    """
+    if not is_task_name(task_name) or task_name.startswith(PRIVATE_PREFIX) or "/" in task_name:
+        _fail(folder / task_name, "is not a task file name")
+    workflow_path = folder / WORKFLOW_FILE
+    fields = workflow_from_text(workflow_path, read_text(workflow_path))
+    task = load_task(folder / task_name)
+    return Dag(name=name, path=folder, tasks={task.name: task}, **fields)
+
+
 def workflow_from_text(path: Path, text: str) -> dict[str, Any]:
     """The DAG-level fields of a ``workflow.yaml`` (keyword arguments of Dag)."""
     spec = parse_yaml(text, str(path), first_line=1)

@@ -304,7 +304,9 @@ class Loop:
             unknown = result.unknown_dags
             if self.options.until_idle and self._idle(result):
                 return
-            if result.did_work or unknown:
+            if result.left_work or unknown or (result.did_work and not self.manager.wakes_on_exit):
+                # Pass again at once. After a pass that did work only if the manager
+                # cannot wake the loop when an attempt ends (it may have outcomes now).
                 continue
             timeout = self._sleep_time(result.next_fire_at)
             if timeout > RETRY_CHECK_SECONDS:

@@ -634,8 +634,10 @@ def claim_waiting(
     limit: int,
     now: datetime,
     lease_until: datetime,
+    host: str | None = None,
 ) -> list[Claim]:
-    """Claim the oldest startable waiting task runs and record them as running.
+    """Claim the oldest startable waiting task runs and record them as running
+    (with ``host`` when given; else :func:`set_hosts` records each one's).
 
     Only task runs of runs of the loaded DAGs (``copies``) that this scheduler's copy
     created or advances (the pass that advances a run records its copy first): a
@@ -645,6 +647,7 @@ def claim_waiting(
     """
     if limit <= 0 or copies.keys == "{}":
         return []
+    set_host = ", host = :host" if host is not None else ""
     rows = conn.execute(
         text(
             "WITH picked AS ("
@@ -653,7 +656,7 @@ def claim_waiting(
             "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
-            "lease_expires_at = :lease_until "
+            f"lease_expires_at = :lease_until{set_host} "
             "FROM picked, dag_run r WHERE t.id = picked.id AND r.id = t.dag_run_id "
             "AND t.status = 'waiting' "
             "RETURNING t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, r.parameters"
@@ -664,6 +667,7 @@ def claim_waiting(
             "limit": limit,
             "manager": manager,
             "lease_until": lease_until,
+            "host": host,
         },
     )
     claims = [

@@ -180,10 +180,12 @@ def _task_process_state(dag: Dag, task: Task, environ: Mapping[str, str]) -> Ite
     down to what the task declared, for the duration of the task."""
     folder = str(dag.path)
     saved_env = dict(os.environ)
+    # Taken before os.environ is cleared: ``environ`` is os.environ itself for `run`.
+    task_env = task_environment(task, environ)
     saved_cwd = Path.cwd()
     sys.path.insert(0, folder)
     os.environ.clear()
-    os.environ.update(task_environment(task, environ))
+    os.environ.update(task_env)
     try:
         yield
     finally:

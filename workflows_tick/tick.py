@@ -10,8 +10,8 @@ Order within a pass:
 2. in one transaction: record what finished, renew leases of what is alive, fail
    what lost its lease, create due scheduled runs, advance the earliest running run
    of each DAG (create ready task runs and retries, end finished runs), claim
-   the oldest waiting task runs, and record this scheduler's heartbeat (every
-   pass that writes anyway, else at most once a second); commit;
+   the oldest waiting task runs, and record this scheduler's heartbeat (at most
+   once a second); commit;
 3. launch the claimed task runs; a launch that fails fails its attempt.
 """
 
@@ -80,6 +80,15 @@ class PassResult:
     next_fire_at: datetime | None = None
     failed: bool = False
     """The pass did not complete (the loop logged why)."""
+
+    @property
+    def left_work(self) -> bool:
+        """Whether a pass right away may find work this one could not do: a run ended
+        (the next run of its DAG may now advance), a run was replaced (its running
+        attempts are to be stopped) or a launch failed (its attempt was recorded after
+        the pass, to be retried). Anything else the pass did it followed through;
+        what it started wakes the loop when it ends."""
+        return bool(self.ended_runs or self.replaced_runs or self.failed_launches)
 
     @property
     def did_work(self) -> bool:
@@ -190,7 +199,7 @@ class Ticker:
                 self._advance_runs(conn, now, result)
                 claims = self._claim(conn, now) if self.starting else []
                 copies = self._copies
-                beat = self._heartbeat_due(result, bool(claims or alive), copies, started, now)
+                beat = self._heartbeat_due(copies, started, now)
                 if beat:
                     changed = copies is not self._beat_copies
                     queries.record_heartbeat(
@@ -242,32 +251,18 @@ class Ticker:
         self._unrecorded.clear()
         return recorded
 
-    def _heartbeat_due(
-        self,
-        result: PassResult,
-        wrote: bool,
-        copies: dict[str, str],
-        started: float,
-        now: datetime,
-    ) -> bool:
-        """Whether this pass records the heartbeat: when it writes anyway, when the
-        loaded DAGs (or their copies) changed, or when the last heartbeat is
-        HEARTBEAT_SECONDS old (by the wall clock or by the scheduler's clock).
+    def _heartbeat_due(self, copies: dict[str, str], started: float, now: datetime) -> bool:
+        """Whether this pass records the heartbeat: when the loaded DAGs (or their
+        copies) changed, or when the last heartbeat is HEARTBEAT_SECONDS old (by the
+        wall clock or by the scheduler's clock).
 
         An idle pass writes nothing else, and its commit is then free; writing the
-        heartbeat on every one of them would cost a WAL flush each.
+        heartbeat on every one of them would cost a WAL flush each, and on every pass
+        that starts a task one more statement between a task's end and the next
+        task's start.
         """
-        wrote = wrote or bool(
-            result.finished
-            or result.expired
-            or result.created_runs
-            or result.skipped_runs
-            or result.created_task_runs
-            or result.ended_runs
-        )
         return (
-            wrote
-            or copies is not self._beat_copies
+            copies is not self._beat_copies
             or self._beat_at is None
             or self._beat_now is None
             or started - self._beat_at >= HEARTBEAT_SECONDS
@@ -462,14 +457,18 @@ class Ticker:
             limit = min(
                 limit, self.manager.global_limit - queries.count_running(conn, self.manager.name)
             )
+        host = self.manager.fixed_host()
         claims = queries.claim_waiting(
-            conn, self.manager.name, self._claimable, limit, now, now + self.lease
+            conn, self.manager.name, self._claimable, limit, now, now + self.lease, host
         )
-        hosts = {
-            c.task_run_id: self.manager.host_for(c.task_run_id, c.attempt, c.dag_name, c.task_name)
-            for c in claims
-        }
-        queries.set_hosts(conn, hosts)
+        if host is None:
+            hosts = {
+                c.task_run_id: self.manager.host_for(
+                    c.task_run_id, c.attempt, c.dag_name, c.task_name
+                )
+                for c in claims
+            }
+            queries.set_hosts(conn, hosts)
         return claims
 
     def _launch(

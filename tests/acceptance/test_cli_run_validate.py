@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import environment_for
-from tests.support import workflows
+from tests.support import workflows, write_project
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "config.py"
@@ -193,6 +193,36 @@ def test_list_shows_broken_dags(tmp_path: Path) -> None:
 def test_running_a_broken_dag_is_one_line() -> None:
     line = one_line_error(workflows(CORPUS / "config.py", "run", "cycle"), 1)
     assert line.endswith("inputs form a cycle: a.yaml -> c.yaml -> b.yaml -> a.yaml")
+
+
+def test_an_attempt_of_one_task_reads_only_its_own_file(tmp_path: Path) -> None:
+    # An attempt a scheduler started (WORKFLOWS_TASK_RUN_ID set) of one task reads
+    # workflow.yaml and its own file: a sibling's mistake is the scheduler's to report.
+    write_project(
+        tmp_path,
+        {
+            "d": {
+                "workflow.yaml": "description: d\n",
+                "ok.py": "def run(context):\n    print('ran')\n",
+                "broken.yaml": "type: [\n",
+            }
+        },
+    )
+    config = tmp_path / "config.py"
+    attempt = {**os.environ, "WORKFLOWS_TASK_RUN_ID": "7"}
+    ran = workflows(config, "run", "d", "-o", "ok.py", env=attempt)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == "ran\n"
+    # By hand, the whole DAG is loaded and its load error reported.
+    by_hand = one_line_error(workflows(config, "run", "d", "-o", "ok.py"), 1)
+    assert "broken.yaml" in by_hand and "YAML syntax error" in by_hand
+    # The task's own broken file: the same message as by hand.
+    own = one_line_error(workflows(config, "run", "d", "-o", "broken.yaml", env=attempt), 1)
+    assert own == by_hand
+    # Hooks are handed the whole DAG: with one registered, the whole DAG is loaded.
+    config.write_text(config.read_text() + "DAGS.register_hook(lambda event, **kwargs: None)\n")
+    hooked = one_line_error(workflows(config, "run", "d", "-o", "ok.py", env=attempt), 1)
+    assert hooked == by_hand
 
 
 def test_run_imports_nothing_heavy() -> None:

@@ -272,7 +272,7 @@ def test_each_pass_records_one_heartbeat_row_per_scheduler(
     ) == [(clock(),)]
 
 
-def test_idle_passes_record_the_heartbeat_at_most_once_a_second_busy_ones_always(
+def test_passes_record_the_heartbeat_at_most_once_a_second_idle_or_busy(
     engine: Engine, project, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tick, "HEARTBEAT_SECONDS", 3600.0)
@@ -284,7 +284,11 @@ def test_idle_passes_record_the_heartbeat_at_most_once_a_second_busy_ones_always
     t.run_pass()  # idle, and the heartbeat is fresh: no write at all
     assert rows(engine, beat) == [(first,)]
     trigger_dag("chain", creator="t", engine=engine, clock=clock)
-    t.run_pass()  # it writes anyway: the heartbeat goes with it
+    # It starts a task: one statement fewer between a task's end and the next start.
+    assert t.run_pass().started
+    assert rows(engine, beat) == [(first,)]
+    monkeypatch.setattr(tick, "HEARTBEAT_SECONDS", 0.0)
+    t.run_pass()
     assert rows(engine, beat) == [(clock(),)]
 
 

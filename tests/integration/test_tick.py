@@ -626,3 +626,30 @@ def test_nul_characters_in_output_do_not_poison_the_pass(
     assert rows(engine, "SELECT error, output_tail FROM task_run") == [
         ("bad\ufffdbyte", "out\ufffdput")
     ]
+
+
+# --- hosts ------------------------------------------------------------------------------
+
+
+class OneHostManager(InstantManager):
+    """Every attempt runs on one host, which the claim itself records."""
+
+    def fixed_host(self) -> str | None:
+        return "box:42"
+
+
+@pytest.mark.parametrize(
+    ("manager", "host"), [(OneHostManager(finish=False), "box:42"), (InstantManager(), "test-1-1")]
+)
+def test_each_claim_records_its_host(
+    engine: Engine,
+    tmp_path: Path,
+    clock: FakeClock,
+    manager: InstantManager,
+    host: str,
+) -> None:
+    reg = write_project(tmp_path, {"chain": CHAIN})
+    t = ticker(engine, reg, manager, clock)
+    trigger_dag("chain", creator="t", engine=engine, clock=clock)
+    assert t.run_pass().started == [1]
+    assert rows(engine, "SELECT host FROM task_run") == [(host,)]

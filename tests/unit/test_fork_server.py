@@ -71,8 +71,26 @@ def run(context):
     os.open("/dev/null", os.O_RDONLY)
 '''
 
+ENDING_TASK = """import atexit
+import sys
+import threading
+import time
+
+
+def run(context):
+    atexit.register(print, "atexit ran")
+
+    def late():
+        time.sleep(0.3)
+        print("thread done")
+
+    threading.Thread(target=late).start()
+    sys.stdout.write("no newline at the end")
+"""
+
 DAG = {
     "workflow.yaml": "description: fork server tests\nretries: 0\n",
+    "ends.py": ENDING_TASK,
     "report.py": REPORT_TASK,
     "messy.py": MESSY_TASK,
     "fails.sh": "echo 'about to fail' >&2\nexit 3\n",
@@ -215,8 +233,12 @@ def test_the_server_imports_no_user_code_and_opens_no_connection(
     assert f"imported-{seen['pid']}" in imported  # the attempt imported the config
     assert f"imported-{server.pid}" not in imported
     fds = [str(fd.readlink()) for fd in Path(f"/proc/{server.pid}/fd").iterdir()]
-    # Its control socket only; any database connection would be another socket.
-    assert len([fd for fd in fds if fd.startswith("socket:")]) == 1, fds
+    sockets = {fd.removeprefix("socket:[").rstrip("]") for fd in fds if fd.startswith("socket:")}
+    # Its control socket and the one to its spare process, both Unix sockets; any
+    # database connection would be one more socket.
+    unix = {line.split()[6] for line in Path("/proc/net/unix").read_text().splitlines()[1:]}
+    assert len(sockets) == 2, fds
+    assert sockets <= unix, fds
 
 
 @pytest.mark.parametrize("task", ["report.py", "fails.sh", "killed.py", "exits.py", "raises.py"])
@@ -237,6 +259,24 @@ def test_outcomes_are_those_of_a_new_interpreter(
     assert got.output_tail and "starting (" in got.output_tail  # the output was captured
     if task == "killed.py":
         assert (got.error or "").startswith("killed by signal 9 (SIGKILL): ")
+
+
+def test_an_attempt_ends_as_an_interpreter_ends(
+    manager: WorkerTaskManager, attempts: Attempts, tmp_path: Path
+) -> None:
+    # Forked attempts skip the interpreter's teardown: what it does that can be seen
+    # (threads waited for, atexit callbacks, buffers flushed) must still happen.
+    execed = WorkerTaskManager(log_dir=tmp_path, fork_server=False)
+    try:
+        expected = run(execed, attempts.launch("ends.py"))
+    finally:
+        execed.shutdown(kill=True)
+    got = run(manager, attempts.launch("ends.py"))
+    assert (got.succeeded, got.exit_code) == (expected.succeeded, expected.exit_code) == (True, 0)
+    for outcome in (got, expected):
+        tail = outcome.output_tail or ""
+        for line in ("no newline at the end", "thread done", "atexit ran"):
+            assert line in tail, tail
 
 
 def _untimed(error: str | None) -> str | None:
@@ -312,6 +352,35 @@ def _ppid(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def _children_of(pid: int) -> list[int]:
+    return [
+        int(p.name)
+        for p in Path("/proc").iterdir()
+        if p.name.isdigit() and _ppid(int(p.name)) == pid
+    ]
+
+
+def test_the_spare_process_is_replaced_when_it_dies_and_ends_with_the_server(
+    manager: WorkerTaskManager, attempts: Attempts
+) -> None:
+    server = manager.fork_server
+    assert server is not None and server.pid is not None
+    first = report(run(manager, attempts.launch("report.py")))
+    # Between attempts the server keeps one process forked ahead: the next attempt's.
+    wait_for(lambda: len(_children_of(server.pid or 0)) == 1, what="the spare process")
+    [spare] = _children_of(server.pid)
+    assert spare != first["pid"]
+    os.kill(spare, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{spare}").exists(), what="the killed spare to be reaped")
+    second = report(run(manager, attempts.launch("report.py")))
+    assert second["ppid"] == server.pid and second["pid"] != spare
+    assert second["pgid"] == second["pid"] == second["sid"]
+    wait_for(lambda: len(_children_of(server.pid or 0)) == 1, what="a new spare process")
+    [replacement] = _children_of(server.pid)
+    manager.shutdown(kill=True)
+    assert gone(server.pid) and gone(replacement)
 
 
 def test_a_server_that_cannot_start_means_new_interpreters_said_once(

@@ -38,6 +38,30 @@ def run(context):
     assert dict(os.environ) == before
 
 
+def test_python_task_sees_its_parameters_when_given_os_environ_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `workflows run` hands the runner os.environ, which the task's run then cuts down.
+    out = tmp_path / "out.txt"
+    source = f'''"""
+parameters: [WANTED]
+"""
+import os
+
+
+def run(context):
+    with open({str(out)!r}, "w") as f:
+        f.write(repr((os.environ.get("WANTED"), os.environ.get("SECRET"))))
+'''
+    dag = write_dag(tmp_path, {"t.py": source})
+    monkeypatch.setenv("WANTED", "yes")
+    monkeypatch.setenv("SECRET", "no")
+    before = dict(os.environ)
+    run_tasks(dag, list(dag.tasks.values()), os.environ)
+    assert out.read_text() == repr(("yes", None))
+    assert dict(os.environ) == before
+
+
 def test_python_task_imports_sibling_helpers(tmp_path: Path) -> None:
     dag = write_dag(
         tmp_path,

@@ -569,3 +569,13 @@ def test_cancel_of_another_schedulers_attempt_is_left_to_it(manager: WorkerTaskM
     manager.start(mine)
     result = manager.poll([running_row(mine), cancelled_row(theirs)])
     assert result.finished == [] and result.alive == [1]
+
+
+def test_the_host_is_fixed_unless_a_subclass_places_attempts() -> None:
+    class Placed(WorkerTaskManager):
+        def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
+            return f"slot-{task_run_id % 2}"
+
+    plain = WorkerTaskManager(fork_server=False)
+    assert plain.fixed_host() == plain.host_for(1, 1, "d", "t")
+    assert Placed(fork_server=False).fixed_host() is None

@@ -104,6 +104,10 @@ class TaskManager(ABC):
     """Stored on each task run it starts: a scheduler polls only the rows of its manager's name."""
     global_limit: int | None = None
     """A cap on running task runs of this manager across every scheduler, or None."""
+    wakes_on_exit: ClassVar[bool] = False
+    """True when :meth:`wait` returns as soon as an attempt started here ends: the
+    loop then sleeps right after a pass that started attempts, instead of passing
+    again at once to look for outcomes."""
     needs_database_url: ClassVar[bool] = False
     """True when attempts run on other machines, which cannot reach an embedded
     PostgreSQL: the scheduler then refuses to start without a database URL."""
@@ -121,6 +125,12 @@ class TaskManager(ABC):
     @abstractmethod
     def host_for(self, task_run_id: int, attempt: int, dag_name: str, task_name: str) -> str:
         """Where the attempt will run (hostname, pod name); recorded before launch."""
+
+    def fixed_host(self) -> str | None:
+        """The host every attempt records when it is the same for all of them (the
+        claim then records it in the same statement), else None (the default):
+        :meth:`host_for` is asked for each attempt."""
+        return None
 
     @abstractmethod
     def start(self, launch: Launch) -> None:

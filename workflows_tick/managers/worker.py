@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Self
 
+from workflows_tick.entry import TASK_RUN_VARIABLE
 from workflows_tick.errors import LaunchError
 from workflows_tick.lifeline import SCHEDULER_PID
 from workflows_tick.managers.base import (
@@ -118,6 +119,7 @@ class WorkerTaskManager(TaskManager):
     """
 
     name: ClassVar[str] = "worker"
+    wakes_on_exit: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -215,6 +217,10 @@ class WorkerTaskManager(TaskManager):
         """``<hostname>:<scheduler pid>``: every attempt runs on this machine."""
         return self._host
 
+    def fixed_host(self) -> str | None:
+        """``<hostname>:<scheduler pid>``, unless a subclass places attempts itself."""
+        return self._host if type(self).host_for is WorkerTaskManager.host_for else None
+
     def command_for(self, launch: Launch) -> list[str]:
         """The argument list that runs ``launch``: ``python -m workflows_tick <config> run <dag> -o <task>``."""
         if self._command is not None:
@@ -229,7 +235,7 @@ class WorkerTaskManager(TaskManager):
         """
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in launch.parameters.items()})
-        env["WORKFLOWS_TASK_RUN_ID"] = str(launch.task_run_id)
+        env[TASK_RUN_VARIABLE] = str(launch.task_run_id)
         env["WORKFLOWS_DAG_RUN_ID"] = str(launch.dag_run_id)
         env["WORKFLOWS_ATTEMPT"] = str(launch.attempt)
         env[SCHEDULER_PID] = str(os.getpid())  # the attempt dies with this process
