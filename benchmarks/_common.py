@@ -159,14 +159,18 @@ def run_quietly(command: Sequence[str], env: dict[str, str], timeout: float = 60
 
 
 def scheduled_dags(
-    count: int, tasks: int = 3, schedule: str = "0 3 * * *"
+    count: int, tasks: int = 3, schedule: str = "0 3 * * *", cross_dag: bool = False
 ) -> dict[str, dict[str, str]]:
-    """``count`` DAGs named ``dag_0000``..., each a chain of ``tasks`` no_op tasks."""
+    """``count`` DAGs named ``dag_0000``..., each a chain of ``tasks`` no_op tasks; with
+    ``cross_dag``, the first task of each DAG but the first also reads the last task
+    of the DAG before it (an input on another DAG)."""
     dags: dict[str, dict[str, str]] = {}
     for index in range(count):
         files = {"workflow.yaml": f"description: benchmark DAG {index}\nschedule: '{schedule}'\n"}
         for task in range(tasks):
             inputs = f"inputs: [t{task - 1}.yaml]\n" if task else ""
+            if cross_dag and index and not task:
+                inputs = f"inputs: ['dag_{index - 1:04d}:t{tasks - 1}.yaml']\n"
             files[f"t{task}.yaml"] = f"type: no_op\n{inputs}"
         dags[f"dag_{index:04d}"] = files
     return dags

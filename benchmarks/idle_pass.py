@@ -8,6 +8,10 @@ SQL statements of each pass with a ``before_cursor_execute`` listener, times eac
 statement, and prints ``EXPLAIN (ANALYZE, BUFFERS)`` of every statement of a pass.
 
     python benchmarks/idle_pass.py [--passes 200] [--runs 50000] [--tasks-per-run 20]
+
+``--cross-dag`` makes the first task of each DAG read a task of the DAG before it, so
+every pass also looks for task runs waiting on other DAGs (one probe of a partial
+index when none waits).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ _LABELS = (
     ("DISTINCT ON (dag_name)", "lock_earliest_runs"),
     ("WITH picked AS", "claim_waiting"),
     ("FROM dag_schedule", "schedule_cursors"),
+    ("waiting_for IS NOT NULL", "lock_input_waits"),
 )
 
 
@@ -90,10 +95,15 @@ class StatementLog:
         self.rollbacks += 1
 
 
-def measure_size(engine: Engine, root: Path, size: int, passes: int) -> dict[str, Any]:
+def measure_size(
+    engine: Engine, root: Path, size: int, passes: int, cross_dag: bool = False
+) -> dict[str, Any]:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM dag_schedule"))
-    registry = write_project(root / f"dags_{size}", scheduled_dags(size))
+    registry = write_project(
+        root / f"dags_{size}{'_cross' if cross_dag else ''}",
+        scheduled_dags(size, cross_dag=cross_dag),
+    )
     ticker = Ticker(
         registry, InstantManager(capacity=1000), engine, "config.py", clock=FakeClock(NOW)
     )
@@ -238,13 +248,21 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also print a cProfile of the largest size's passes"
     )
+    parser.add_argument(
+        "--cross-dag", action="store_true", help="each DAG reads a task of the one before it"
+    )
     args = parser.parse_args()
 
     with bench_database(args.database_url, "idle_pass") as db, tempfile.TemporaryDirectory() as tmp:
-        header("Idle pass", db)
+        header(
+            "Idle pass" + (" (every DAG with an input on another DAG)" if args.cross_dag else ""),
+            db,
+        )
         engine = engine_for(db)
         try:
-            empty = [measure_size(engine, Path(tmp), size, args.passes) for size in SIZES]
+            empty = [
+                measure_size(engine, Path(tmp), size, args.passes, args.cross_dag) for size in SIZES
+            ]
             report("empty history", empty)
             seconds = generate_history(db, engine, args.runs, args.tasks_per_run, max(SIZES))
             with engine.connect() as conn:
@@ -255,7 +273,9 @@ def main() -> None:
                 f"\nhistory: {counts[0]:,} finished dag runs, {counts[1]:,} finished task runs "
                 f"(generated and VACUUM ANALYZEd in {seconds:.1f} s)"
             )
-            full = [measure_size(engine, Path(tmp), size, args.passes) for size in SIZES]
+            full = [
+                measure_size(engine, Path(tmp), size, args.passes, args.cross_dag) for size in SIZES
+            ]
             report("with the history", full)
             ratio = full[-1]["median"] / empty[-1]["median"]
             print(

@@ -355,6 +355,7 @@ def trigger(
 def _wait(run_id: int, timeout: float | None) -> None:
     from workflows_tick.logs import redact
     from workflows_tick.queries import TaskRunRow
+    from workflows_tick.reports import task_status
     from workflows_tick.scheduler import wait_for_run
 
     def show(task_run: TaskRunRow) -> None:
@@ -362,7 +363,7 @@ def _wait(run_id: int, timeout: float | None) -> None:
         detail = f": {redact(task_run.error)}" if task_run.error else ""
         click.echo(
             f"{moment.strftime('%H:%M:%S')}  {task_run.task_name} attempt {task_run.attempt} "
-            f"{task_run.status.value}{detail}"
+            f"{task_status(task_run)}{detail}"
         )
 
     run = wait_for_run(run_id, timeout=timeout, on_change=show)

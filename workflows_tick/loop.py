@@ -308,9 +308,11 @@ class Loop:
                 # Pass again at once. After a pass that did work only if the manager
                 # cannot wake the loop when an attempt ends (it may have outcomes now).
                 continue
-            timeout = self._sleep_time(result.next_fire_at)
+            # Wake for the next fire time and the next input_timeout to enforce.
+            wake_at = _earliest(result.next_fire_at, result.next_input_deadline)
+            timeout = self._sleep_time(wake_at)
             if timeout > RETRY_CHECK_SECONDS:
-                timeout = self._sleep_time(_earliest(result.next_fire_at, self._next_retry_at()))
+                timeout = self._sleep_time(_earliest(wake_at, self._next_retry_at()))
             self._sleep(timeout)
 
     def _reload_if_changed(self, unknown_dags: set[str]) -> None:

@@ -144,6 +144,11 @@ def database_lines(g: queries.Gauges) -> Iterator[str]:
             (_labels(status="running"), g.task_runs_running),
         ],
     )
+    yield from _family(
+        "task_runs_waiting_on_other_dags",
+        "Waiting task runs that wait for inputs on other DAGs (part of the waiting ones).",
+        [("", g.task_runs_waiting_on_other_dags)],
+    )
     age = 0.0
     if g.oldest_startable_since is not None:
         age = max(0.0, (g.now - g.oldest_startable_since).total_seconds())

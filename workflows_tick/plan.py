@@ -10,6 +10,9 @@
   whether the run is over;
 - :func:`run_owner`: whether this scheduler's copy of a DAG advances a run, leaves
   it to another scheduler, or adopts it (rolling deploys, see docs/scheduler.md).
+- :func:`input_windows` and :func:`settle_waits`: which runs of other DAGs may
+  satisfy the cross-DAG inputs of waiting task runs, and, once the database has
+  said which windows hold a success, which waits end, shrink or time out.
 
 The tick (:mod:`workflows_tick.tick`) reads what these need from the database and
 writes what they decide.
@@ -20,10 +23,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from workflows_tick import cron
-from workflows_tick.model import Dag, Overlap
+from workflows_tick.model import Dag, Overlap, Task
 from workflows_tick.states import RunStatus, TaskStatus
 
 # --- schedules ---------------------------------------------------------------------
@@ -242,6 +245,9 @@ class TaskRunState:
     status: TaskStatus
     superseded: bool = False
     """Replaced by a rerun: history only, ignored by the plan (but never renumbered)."""
+    waited: bool = False
+    """It still lists inputs on other DAGs (``waiting_for``): when failed, it failed
+    waiting for them (``input_timeout``) and is not retried."""
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,8 @@ class NewTaskRun:
     task_name: str
     attempt: int
     not_before: datetime
+    waiting_for: tuple[str, ...] = ()
+    """Its inputs on other DAGs (``dag:task``), which it waits for before it may start."""
 
 
 @dataclass(frozen=True)
@@ -302,7 +310,8 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
             if any(s in (_State.DEAD, _State.BLOCKED) for s in inputs):
                 states[task.name] = _State.BLOCKED
             elif all(s is _State.DONE for s in inputs):
-                create.append(NewTaskRun(task.name, numbered.get(task.name, 0) + 1, now))
+                attempt = numbered.get(task.name, 0) + 1
+                create.append(NewTaskRun(task.name, attempt, now, external_names(task)))
                 states[task.name] = _State.ACTIVE
             else:
                 states[task.name] = _State.PENDING
@@ -310,10 +319,13 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
             states[task.name] = _State.DONE
         elif last.status is TaskStatus.CANCELLED:
             states[task.name] = _State.DEAD  # never retried
+        elif last.status is TaskStatus.FAILED and last.waited:
+            states[task.name] = _State.DEAD  # its inputs on other DAGs never came: no retry
         elif last.status is TaskStatus.FAILED:
             if current[task.name] < dag.max_attempts(task):
                 delay = timedelta(seconds=dag.retry_delay_of(task))
-                create.append(NewTaskRun(task.name, numbered[task.name] + 1, now + delay))
+                attempt = numbered[task.name] + 1
+                create.append(NewTaskRun(task.name, attempt, now + delay, external_names(task)))
                 states[task.name] = _State.ACTIVE
             else:
                 states[task.name] = _State.DEAD
@@ -327,10 +339,7 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
         return RunPlan(finish=RunStatus.SUCCEEDED)
     blocked = sorted(name for name, s in states.items() if s is _State.BLOCKED)
     message = "failed: " + ", ".join(
-        f"{name} (after {current[name]} attempt{'s' if current[name] > 1 else ''})"
-        if latest[name].status is TaskStatus.FAILED
-        else f"{name} (cancelled)"
-        for name in dead
+        _dead_reason(name, latest[name], current[name]) for name in dead
     )
     if blocked:
         message += "; not run: " + ", ".join(blocked)
@@ -360,6 +369,19 @@ def run_owner(dag: Dag, run_fingerprint: str | None, live: LiveCopies | None = N
     return Owner.OTHERS if live.has(dag.name, run_fingerprint) else Owner.ADOPT
 
 
+def _dead_reason(name: str, last: TaskRunState, attempts: int) -> str:
+    if last.status is TaskStatus.CANCELLED:
+        return f"{name} (cancelled)"
+    if last.waited:
+        return f"{name} (inputs on other DAGs not ready)"
+    return f"{name} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+
+
+def external_names(task: Task) -> tuple[str, ...]:
+    """The ``dag:task`` names of ``task``'s inputs on other DAGs, as ``waiting_for`` stores them."""
+    return tuple(f"{ref.dag}:{ref.task}" for ref in task.external_inputs)
+
+
 def tasks_to_rerun(
     task_runs: Iterable[TaskRunState], dag: Dag | None, every_task: bool = False
 ) -> list[str]:
@@ -379,3 +401,154 @@ def tasks_to_rerun(
             if any(name in chosen for name in task.inputs) and task.name in latest:
                 chosen.add(task.name)
     return sorted(chosen)
+
+
+# --- inputs on other DAGs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputWait:
+    """A waiting task run that still waits for inputs on other DAGs."""
+
+    task_run_id: int
+    dag_name: str
+    task_name: str
+    anchor: datetime
+    """Its run's ``scheduled_for``, or ``created_at`` for a manual run."""
+    created_at: datetime
+    """When the task run was created: its ``input_timeout`` counts from then."""
+    waiting_for: tuple[str, ...]
+    """The ``dag:task`` inputs it still waits for."""
+
+
+@dataclass(frozen=True)
+class InputWindow:
+    """The runs of DAG ``dag_name`` in which a success of ``task_name`` satisfies an
+    input: those anchored from ``earliest`` (None: any time) to ``latest``, inclusive."""
+
+    dag_name: str
+    task_name: str
+    earliest: datetime | None
+    latest: datetime
+
+
+@dataclass(frozen=True)
+class WaitUpdate:
+    """What becomes of one wait: the inputs it still waits for (empty: it may start
+    now) and, when its ``input_timeout`` has passed, the error it fails with."""
+
+    task_run_id: int
+    waiting_for: tuple[str, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitPlan:
+    updates: list[WaitUpdate] = field(default_factory=list)
+    """Only the waits that change: an input came, or the time ran out."""
+    next_deadline: datetime | None = None
+    """The earliest ``input_timeout`` of the waits that go on."""
+
+
+def input_window(upstream: Dag, task_name: str, anchor: datetime) -> InputWindow:
+    """Where a run anchored at ``anchor`` finds its input ``upstream:task_name``: in a
+    run of ``upstream`` anchored at or before ``anchor`` and no older than
+    ``upstream``'s latest fire time at ``anchor`` (its latest due run; under its own
+    DST policy). An upstream DAG
+    without a schedule has no such bound: any run at or before ``anchor`` counts."""
+    if upstream.schedule is None:
+        return InputWindow(upstream.name, task_name, None, anchor)
+    earliest = cron.latest_fire(
+        upstream.schedule, upstream.timezone, anchor, cron.DstPolicy.of(upstream)
+    )
+    return InputWindow(upstream.name, task_name, earliest, anchor)
+
+
+def input_windows(
+    waits: Iterable[InputWait], dags: Mapping[str, Dag]
+) -> dict[int, dict[str, InputWindow]]:
+    """Task run id -> each input it still waits for -> its window, for the waits this
+    scheduler can decide (its DAG is in ``dags``).
+
+    An input the task no longer lists in ``dags``' copy (the DAG was edited since the
+    task run was created) is left out: it is no longer waited for, as the plan of a
+    run follows the current DAG. A wait naming a DAG that is not in ``dags`` (not
+    loaded here), or one whose schedule cannot be computed, is left out whole, and so
+    left alone.
+    """
+    windows: dict[int, dict[str, InputWindow]] = {}
+    for wait in waits:
+        dag = dags.get(wait.dag_name)
+        if dag is None:
+            continue
+        task = dag.tasks.get(wait.task_name)
+        listed = set(external_names(task)) if task is not None else set()
+        found: dict[str, InputWindow] = {}
+        for name in wait.waiting_for:
+            if name not in listed:
+                continue
+            dag_name, _, task_name = name.partition(":")
+            upstream = dags.get(dag_name)
+            if upstream is None:
+                break
+            try:
+                found[name] = input_window(upstream, task_name, wait.anchor)
+            except Exception:  # a schedule cron cannot compute: plan_schedules reports it
+                break
+        else:
+            windows[wait.task_run_id] = found
+    return windows
+
+
+def settle_waits(
+    waits: Iterable[InputWait],
+    windows: Mapping[int, Mapping[str, InputWindow]],
+    satisfied: Collection[InputWindow],
+    dags: Mapping[str, Dag],
+    now: datetime,
+) -> WaitPlan:
+    """Which waits end, shrink or time out, given the ``satisfied`` windows (those in
+    which the database holds a success). A wait left out of ``windows`` is not
+    changed; an input left out of its ``windows`` entry is no longer waited for. One whose inputs are not all there once ``input_timeout`` seconds have
+    passed since it was created fails, naming what it waited for and where."""
+    updates: list[WaitUpdate] = []
+    deadlines: list[datetime] = []
+    for wait in waits:
+        found = windows.get(wait.task_run_id)
+        if found is None:
+            continue
+        missing = tuple(
+            name for name in wait.waiting_for if name in found and found[name] not in satisfied
+        )
+        dag = dags[wait.dag_name]
+        task = dag.tasks.get(wait.task_name)
+        timeout = dag.input_timeout if task is None else dag.input_timeout_of(task)
+        deadline = None if timeout is None else wait.created_at + timedelta(seconds=timeout)
+        if missing and deadline is not None and deadline <= now:
+            error = _not_ready(missing, found, timeout or 0.0)
+            updates.append(WaitUpdate(wait.task_run_id, missing, error))
+            continue
+        if missing != wait.waiting_for:
+            updates.append(WaitUpdate(wait.task_run_id, missing))
+        if missing and deadline is not None:
+            deadlines.append(deadline)
+    return WaitPlan(updates, min(deadlines, default=None))
+
+
+def _not_ready(missing: tuple[str, ...], windows: Mapping[str, InputWindow], timeout: float) -> str:
+    def where(name: str) -> str:
+        window = windows[name]
+        span = (
+            f"at or before {_utc(window.latest)}"
+            if window.earliest is None
+            else f"from {_utc(window.earliest)} to {_utc(window.latest)}"
+        )
+        what = "it" if len(missing) == 1 else window.task_name
+        return f"no run of {window.dag_name} {span} has {what} succeeded"
+
+    inputs = f"input {missing[0]}" if len(missing) == 1 else f"inputs {', '.join(missing)}"
+    return f"{inputs} not ready after {timeout:g} s: " + "; ".join(where(n) for n in missing)
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -9,7 +9,7 @@ or task runs it touches.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,15 @@ from workflows_tick.cron import DstPolicy
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
 from workflows_tick.model import DstGap, DstRepeat
-from workflows_tick.plan import Cursor, LiveCopies, NewTaskRun, TaskRunState
+from workflows_tick.plan import (
+    Cursor,
+    InputWait,
+    InputWindow,
+    LiveCopies,
+    NewTaskRun,
+    TaskRunState,
+    WaitUpdate,
+)
 from workflows_tick.states import RunStatus, TaskStatus, Trigger
 
 
@@ -54,6 +62,9 @@ class TaskRunRow:
     host: str | None
     exit_code: int | None
     error: str | None
+    waiting_for: tuple[str, ...] | None = None
+    """The inputs on other DAGs (``dag:task``) it waits for, or waited for when it
+    failed for want of them; None: none."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ _RUN_COLUMNS = (
 )
 _TASK_COLUMNS = (
     "id, dag_run_id, task_name, attempt, status, manager, created_at, started_at, ended_at, "
-    "host, exit_code, error"
+    "host, exit_code, error, waiting_for"
 )
 
 
@@ -106,6 +117,7 @@ def _task_row(row: Any) -> TaskRunRow:
         host=row.host,
         exit_code=row.exit_code,
         error=row.error,
+        waiting_for=None if row.waiting_for is None else tuple(row.waiting_for),
     )
 
 
@@ -522,29 +534,35 @@ def task_run_states(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, l
     if dag_run_ids:
         rows = conn.execute(
             text(
-                "SELECT dag_run_id, task_name, attempt, status, superseded FROM task_run "
+                "SELECT dag_run_id, task_name, attempt, status, superseded, "
+                "waiting_for IS NOT NULL AS waited FROM task_run "
                 "WHERE dag_run_id = ANY(CAST(:ids AS bigint[]))"
             ),
             {"ids": list(dag_run_ids)},
         )
         for r in rows:
             states[r.dag_run_id].append(
-                TaskRunState(r.task_name, r.attempt, TaskStatus(r.status), r.superseded)
+                TaskRunState(r.task_name, r.attempt, TaskStatus(r.status), r.superseded, r.waited)
             )
     return states
 
 
 def insert_task_runs(conn: Connection, new: Sequence[tuple[int, NewTaskRun]], now: datetime) -> int:
-    """Create waiting task runs; an existing (run, task, attempt) is not duplicated."""
+    """Create waiting task runs; an existing (run, task, attempt) is not duplicated.
+
+    A task run with inputs on other DAGs gets them in ``waiting_for`` in the same
+    statement, so no scheduler can ever see it startable before they are there.
+    """
     if not new:
         return 0
     result = conn.execute(
         text(
-            "INSERT INTO task_run (dag_run_id, task_name, attempt, status, created_at, not_before) "
-            "SELECT v.run, v.task, v.attempt, 'waiting', :now, v.not_before "
+            "INSERT INTO task_run (dag_run_id, task_name, attempt, status, created_at, "
+            "not_before, waiting_for) "
+            f"SELECT v.run, v.task, v.attempt, 'waiting', :now, v.not_before, {_array_of('v.waits')} "
             "FROM unnest(CAST(:runs AS bigint[]), CAST(:tasks AS text[]), "
-            "CAST(:attempts AS integer[]), CAST(:not_befores AS timestamptz[])) "
-            "AS v(run, task, attempt, not_before) "
+            "CAST(:attempts AS integer[]), CAST(:not_befores AS timestamptz[]), "
+            "CAST(:waits AS text[])) AS v(run, task, attempt, not_before, waits) "
             "ON CONFLICT (dag_run_id, task_name, attempt) DO NOTHING"
         ),
         {
@@ -553,9 +571,19 @@ def insert_task_runs(conn: Connection, new: Sequence[tuple[int, NewTaskRun]], no
             "tasks": [t.task_name for _, t in new],
             "attempts": [t.attempt for _, t in new],
             "not_befores": [t.not_before for _, t in new],
+            "waits": [json.dumps(t.waiting_for) if t.waiting_for else None for _, t in new],
         },
     )
     return result.rowcount
+
+
+def _array_of(column: str) -> str:
+    """SQL for the ``text[]`` a JSON list of strings in ``column`` holds, in order;
+    NULL for NULL or an empty list (unnest cannot carry arrays of varying length)."""
+    return (
+        "(SELECT array_agg(w.e ORDER BY w.n) FROM "
+        f"jsonb_array_elements_text(CAST({column} AS jsonb)) WITH ORDINALITY AS w(e, n))"
+    )
 
 
 def finish_runs(
@@ -587,6 +615,93 @@ def finish_runs(
         ),
         {"now": now, "ids": params["ids"]},
     )
+
+
+# --- inputs on other DAGs ---------------------------------------------------------------
+
+
+def lock_input_waits(conn: Connection, copies: LoadedCopies) -> list[InputWait]:
+    """The waiting task runs of running runs that wait for inputs on other DAGs,
+    locked, of the runs this scheduler's copies (``copies``) advance (as
+    :func:`claim_waiting`); rows another scheduler holds are skipped. One probe of
+    the partial index ``ix_task_run_waiting_for`` when none waits."""
+    rows = conn.execute(
+        text(
+            "SELECT t.id, r.dag_name, t.task_name, COALESCE(r.scheduled_for, r.created_at) "
+            "AS anchor, t.created_at, t.waiting_for FROM task_run t "
+            "JOIN dag_run r ON r.id = t.dag_run_id "
+            "WHERE t.status = 'waiting' AND t.waiting_for IS NOT NULL AND r.status = 'running' "
+            "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
+            "ORDER BY t.id FOR UPDATE OF t SKIP LOCKED"
+        ),
+        {"copies": copies.keys},
+    )
+    return [
+        InputWait(r.id, r.dag_name, r.task_name, r.anchor, r.created_at, tuple(r.waiting_for))
+        for r in rows
+    ]
+
+
+_SUCCEEDED_IN = (
+    "SELECT 1 FROM dag_run x JOIN task_run u ON u.dag_run_id = x.id AND u.task_name = v.task "
+    "WHERE x.dag_name = v.dag AND u.status = 'succeeded' AND NOT u.superseded"
+)
+"""A current attempt of window ``v``'s task succeeded in a run ``x`` of its DAG (the
+caller adds the window's condition on ``x``)."""
+
+
+def satisfied_windows(conn: Connection, windows: Collection[InputWindow]) -> set[InputWindow]:
+    """The windows in which the task succeeded in some run: its current (not
+    superseded) attempt succeeded in a run of the DAG anchored in the window."""
+    if not windows:
+        return set()
+    ordered = list(windows)
+    rows = conn.execute(
+        text(
+            "SELECT v.i FROM unnest(CAST(:dags AS text[]), CAST(:tasks AS text[]), "
+            "CAST(:earliest AS timestamptz[]), CAST(:latest AS timestamptz[])) "
+            "WITH ORDINALITY AS v(dag, task, earliest, latest, i) "
+            # Scheduled and backfill runs: a range of the (dag_name, scheduled_for) index.
+            f"WHERE EXISTS ({_SUCCEEDED_IN} AND x.scheduled_for "
+            "BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest) "
+            # Manual runs: their creation time.
+            f"OR EXISTS ({_SUCCEEDED_IN} AND x.scheduled_for IS NULL "
+            "AND x.created_at BETWEEN COALESCE(v.earliest, '-infinity') AND v.latest)"
+        ),
+        {
+            "dags": [w.dag_name for w in ordered],
+            "tasks": [w.task_name for w in ordered],
+            "earliest": [w.earliest for w in ordered],
+            "latest": [w.latest for w in ordered],
+        },
+    )
+    return {ordered[r.i - 1] for r in rows}
+
+
+def update_input_waits(conn: Connection, updates: Sequence[WaitUpdate], now: datetime) -> int:
+    """Write what became of waits: a wait with nothing left may start (``waiting_for``
+    NULL); one with an error fails, keeping what it still waited for (so it is not
+    retried). Only rows still waiting change; the number changed."""
+    if not updates:
+        return 0
+    result = conn.execute(
+        text(
+            f"UPDATE task_run t SET waiting_for = {_array_of('v.waits')}, "
+            "status = CASE WHEN v.error IS NULL THEN t.status ELSE 'failed' END, "
+            "ended_at = CASE WHEN v.error IS NULL THEN t.ended_at ELSE :now END, "
+            "error = COALESCE(v.error, t.error) "
+            "FROM unnest(CAST(:ids AS bigint[]), CAST(:waits AS text[]), "
+            "CAST(:errors AS text[])) AS v(id, waits, error) "
+            "WHERE t.id = v.id AND t.status = 'waiting'"
+        ),
+        {
+            "now": now,
+            "ids": [u.task_run_id for u in updates],
+            "waits": [json.dumps(u.waiting_for) for u in updates],
+            "errors": [_short(u.error) for u in updates],
+        },
+    )
+    return result.rowcount
 
 
 # --- claiming -------------------------------------------------------------------------
@@ -639,9 +754,11 @@ def claim_waiting(
     """Claim the oldest startable waiting task runs and record them as running
     (with ``host`` when given; else :func:`set_hosts` records each one's).
 
+    Startable: its retry delay has passed and it waits for no input on another DAG.
     Only task runs of runs of the loaded DAGs (``copies``) that this scheduler's copy
     created or advances (the pass that advances a run records its copy first): a
     task planned by another copy of the DAG is never started by one that may lack it.
+
     Rows another scheduler holds are skipped, and the status is checked again
     after the lock, so a task run is never claimed twice.
     """
@@ -652,13 +769,14 @@ def claim_waiting(
         text(
             "WITH picked AS ("
             "SELECT t.id FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
-            "WHERE t.status = 'waiting' AND t.not_before <= :now AND r.status = 'running' "
+            "WHERE t.status = 'waiting' AND t.not_before <= :now AND t.waiting_for IS NULL "
+            "AND r.status = 'running' "
             "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
             f"lease_expires_at = :lease_until{set_host} "
             "FROM picked, dag_run r WHERE t.id = picked.id AND r.id = t.dag_run_id "
-            "AND t.status = 'waiting' "
+            "AND t.status = 'waiting' AND t.waiting_for IS NULL "
             "RETURNING t.id, t.dag_run_id, r.dag_name, t.task_name, t.attempt, r.parameters"
         ),
         {
@@ -1192,9 +1310,12 @@ class Gauges:
     schedulers: list[SchedulerGauges]
     next_fire: dict[str, datetime]
     task_runs_waiting: int
+    task_runs_waiting_on_other_dags: int
+    """Waiting task runs that still wait for inputs on other DAGs (``waiting_for``)."""
     task_runs_running: int
     oldest_startable_since: datetime | None
-    """``not_before`` of the oldest waiting task run that may start now."""
+    """``not_before`` of the oldest waiting task run that may start now (its retry
+    delay has passed and it waits for no input on another DAG)."""
     events_undelivered: int
     events_given_up: int
     now: datetime
@@ -1237,9 +1358,11 @@ def metric_gauges(conn: Connection) -> Gauges:
         text(
             "SELECT now() AS now, "
             "(SELECT count(*) FROM task_run WHERE status = 'waiting') AS waiting, "
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting' "
+            "AND waiting_for IS NOT NULL) AS waiting_on_dags, "
             "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
             "(SELECT min(not_before) FROM task_run WHERE status = 'waiting' "
-            "AND not_before <= now()) AS oldest, "
+            "AND not_before <= now() AND waiting_for IS NULL) AS oldest, "
             "(SELECT count(*) FROM event WHERE delivered_at IS NULL AND given_up_at IS NULL) "
             "AS undelivered, "
             "(SELECT count(*) FROM event WHERE given_up_at IS NOT NULL) AS given_up"
@@ -1270,6 +1393,7 @@ def metric_gauges(conn: Connection) -> Gauges:
         schedulers=schedulers,
         next_fire=next_fire,
         task_runs_waiting=int(row.waiting),
+        task_runs_waiting_on_other_dags=int(row.waiting_on_dags),
         task_runs_running=int(row.running),
         oldest_startable_since=row.oldest,
         events_undelivered=int(row.undelivered),
@@ -1415,7 +1539,8 @@ def latest_failures(conn: Connection, limit: int) -> list[FailedTaskRun]:
     rows = conn.execute(
         text(
             "SELECT t.id, t.dag_run_id, t.task_name, t.attempt, t.status, t.manager, "
-            "t.created_at, t.started_at, t.ended_at, t.host, t.exit_code, t.error, r.dag_name "
+            "t.created_at, t.started_at, t.ended_at, t.host, t.exit_code, t.error, t.waiting_for, "
+            "r.dag_name "
             "FROM (SELECT * FROM task_run WHERE status = 'failed' "
             "ORDER BY ended_at DESC, id DESC LIMIT :limit) AS t "
             "JOIN dag_run r ON r.id = t.dag_run_id ORDER BY t.ended_at DESC, t.id DESC"
@@ -1524,7 +1649,8 @@ class Activity:
     running_runs: int
     running_task_runs: int
     waiting_task_runs: int
-    """Waiting task runs whose retry delay (if any) has passed: ready to start."""
+    """Waiting task runs whose retry delay (if any) has passed and that wait for no
+    input on another DAG: ready to start."""
     oldest_waiting_since: datetime | None
     """When the longest-waiting ready task run became ready."""
 
@@ -1534,9 +1660,10 @@ def activity(conn: Connection, now: datetime) -> Activity:
         text(
             "SELECT (SELECT count(*) FROM dag_run WHERE status = 'running') AS runs, "
             "(SELECT count(*) FROM task_run WHERE status = 'running') AS running, "
-            "(SELECT count(*) FROM task_run WHERE status = 'waiting' AND not_before <= :now) "
-            "AS waiting, (SELECT min(GREATEST(created_at, not_before)) FROM task_run "
-            "WHERE status = 'waiting' AND not_before <= :now) AS oldest"
+            "(SELECT count(*) FROM task_run WHERE status = 'waiting' AND not_before <= :now "
+            "AND waiting_for IS NULL) AS waiting, (SELECT min(GREATEST(created_at, not_before)) "
+            "FROM task_run WHERE status = 'waiting' AND not_before <= :now "
+            "AND waiting_for IS NULL) AS oldest"
         ),
         {"now": now},
     ).one()

@@ -33,6 +33,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
+def task_status(task: queries.TaskRunRow) -> str:
+    """``waiting for other_dag:task`` for a task run waiting on other DAGs, else its status."""
+    if task.status.value == "waiting" and task.waiting_for:
+        return f"waiting for {', '.join(task.waiting_for)}"
+    return task.status.value
+
+
 def format_runs(
     runs: Sequence[queries.DagRunRow], tasks: Sequence[queries.TaskRunRow]
 ) -> list[str]:
@@ -60,7 +67,7 @@ def format_runs(
                 str(t.id),
                 t.task_name,
                 str(t.attempt),
-                t.status.value,
+                task_status(t),
                 _time(t.started_at),
                 _duration(t.started_at, t.ended_at),
                 t.host or "-",

@@ -373,7 +373,7 @@ def wait_for_run(
     Raises :class:`RunWaitTimeout` (exit code 124) after ``timeout`` seconds.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    seen: dict[int, tuple[str, int | None]] = {}
+    seen: dict[int, tuple[str, int | None, tuple[str, ...] | None]] = {}
     with _connection(engine, "wait") as db:
         while True:
             with db.connect() as conn:
@@ -382,7 +382,7 @@ def wait_for_run(
                     raise UnknownRunError(run_id)
                 task_runs = queries.task_runs_of(conn, [run_id])
             for task_run in task_runs:
-                state = (task_run.status.value, task_run.exit_code)
+                state = (task_run.status.value, task_run.exit_code, task_run.waiting_for)
                 if seen.get(task_run.id) != state:
                     seen[task_run.id] = state
                     if on_change is not None:

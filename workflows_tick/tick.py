@@ -9,9 +9,10 @@ Order within a pass:
 1. poll the manager about the task runs it has running (outside any transaction);
 2. in one transaction: record what finished, renew leases of what is alive, fail
    what lost its lease, create due scheduled runs, advance the earliest running run
-   of each DAG (create ready task runs and retries, end finished runs), claim
-   the oldest waiting task runs, and record this scheduler's heartbeat (at most
-   once a second); commit;
+   of each DAG (create ready task runs and retries, end finished runs), resolve
+   the waits of task runs on inputs of other DAGs (only when a loaded DAG has
+   such inputs), claim the oldest startable waiting task runs, and record this
+   scheduler's heartbeat (at most once a second); commit;
 3. launch the claimed task runs; a launch that fails fails its attempt.
 """
 
@@ -38,11 +39,13 @@ from workflows_tick.plan import (
     LiveCopies,
     NewTaskRun,
     Owner,
+    input_windows,
     plan_fires,
     plan_run,
     plan_schedules,
     replaced_message,
     run_owner,
+    settle_waits,
 )
 from workflows_tick.states import RunStatus
 
@@ -71,6 +74,12 @@ class PassResult:
     """Runs cancelled because a new scheduled run replaced them (``overlap: replace``)."""
     created_task_runs: int = 0
     ended_runs: int = 0
+    inputs_ready: int = 0
+    """Task runs whose inputs on other DAGs all came this pass (they may start)."""
+    inputs_timed_out: int = 0
+    """Task runs failed this pass because their inputs on other DAGs never came."""
+    next_input_deadline: datetime | None = None
+    """The earliest ``input_timeout`` of the task runs still waiting on other DAGs."""
     started: list[int] = field(default_factory=list)
     failed_launches: int = 0
     running_runs: int = 0
@@ -85,10 +94,13 @@ class PassResult:
     def left_work(self) -> bool:
         """Whether a pass right away may find work this one could not do: a run ended
         (the next run of its DAG may now advance), a run was replaced (its running
-        attempts are to be stopped) or a launch failed (its attempt was recorded after
+        attempts are to be stopped), a task run failed waiting for inputs on other
+        DAGs (its run is to end) or a launch failed (its attempt was recorded after
         the pass, to be retried). Anything else the pass did it followed through;
         what it started wakes the loop when it ends."""
-        return bool(self.ended_runs or self.replaced_runs or self.failed_launches)
+        return bool(
+            self.ended_runs or self.replaced_runs or self.inputs_timed_out or self.failed_launches
+        )
 
     @property
     def did_work(self) -> bool:
@@ -98,6 +110,8 @@ class PassResult:
             or self.created_runs
             or self.created_task_runs
             or self.ended_runs
+            or self.inputs_ready
+            or self.inputs_timed_out
             or self.started
             or self.failed_launches
         )
@@ -134,6 +148,12 @@ class Ticker:
         """The fingerprint of each loaded DAG's copy, by name."""
         self._claimable = queries.LoadedCopies.of({})
         """``_copies`` as the claim query takes them (built once per load)."""
+        self._waiting_dags: list[str] = []
+        """The loaded DAGs with inputs on other DAGs: those whose new task runs wait."""
+        self._check_waits = True
+        """Whether the next pass resolves waits on other DAGs: always while a loaded
+        DAG has such inputs; otherwise once after each load (waits created before an
+        edit removed those inputs are then released), and again while any remain."""
         self._broken: dict[str, DagLoadError] = {}
         self._unknown_since: dict[str, int] = {}
         """DAG name -> the registry generation in which a pass first met its runs
@@ -170,6 +190,12 @@ class Ticker:
                 log.error("DAG %s is not loaded: %s", name, dag)
         self._copies = {name: self._dags[name].fingerprint for name in sorted(self._dags)}
         self._claimable = queries.LoadedCopies.of(self._copies)
+        self._waiting_dags = sorted(
+            name
+            for name, dag in self._dags.items()
+            if any(task.external_inputs for task in dag.tasks.values())
+        )
+        self._check_waits = True
 
     @property
     def dags(self) -> dict[str, Dag]:
@@ -197,6 +223,9 @@ class Ticker:
                     log.warning("task runs %s lost their lease and are failed", expired)
                 result.next_fire_at = self._create_due_runs(conn, now, result)
                 self._advance_runs(conn, now, result)
+                if self._check_waits:
+                    found = self._resolve_input_waits(conn, now, result)
+                    self._check_waits = bool(self._waiting_dags) or found
                 claims = self._claim(conn, now) if self.starting else []
                 copies = self._copies
                 beat = self._heartbeat_due(copies, started, now)
@@ -220,12 +249,15 @@ class Ticker:
         if result.did_work:
             log.info(
                 "pass: %d finished, %d expired, %d runs created, %d task runs created, "
-                "%d runs ended, %d started, %d launch failures",
+                "%d runs ended, %d inputs ready, %d inputs timed out, %d started, "
+                "%d launch failures",
                 result.finished,
                 result.expired,
                 len(result.created_runs),
                 result.created_task_runs,
                 result.ended_runs,
+                result.inputs_ready,
+                result.inputs_timed_out,
                 len(result.started),
                 result.failed_launches,
             )
@@ -438,6 +470,31 @@ class Ticker:
         if self._live is None:
             self._live = queries.live_copies(conn, self.scheduler_id, now - self.removed_grace)
         return self._live
+
+    def _resolve_input_waits(self, conn: Connection, now: datetime, result: PassResult) -> bool:
+        """Let task runs whose inputs on other DAGs have come start, and fail those
+        whose ``input_timeout`` passed first; whether any wait was found. Three
+        statements at most, however many waits: lock the waits, check every window
+        at once, write what changed."""
+        waits = queries.lock_input_waits(conn, self._claimable)
+        if not waits:
+            return False
+        windows = input_windows(waits, self._dags)
+        needed = {window for found in windows.values() for window in found.values()}
+        satisfied = queries.satisfied_windows(conn, needed)
+        plan = settle_waits(waits, windows, satisfied, self._dags, now)
+        queries.update_input_waits(conn, plan.updates, now)
+        result.next_input_deadline = plan.next_deadline
+        for update in plan.updates:
+            if update.error is not None:
+                result.inputs_timed_out += 1
+                log.warning("task run %d failed: %s", update.task_run_id, update.error)
+            elif not update.waiting_for:
+                result.inputs_ready += 1
+        if result.inputs_ready:
+            # Another scheduler, asleep, may have the capacity to start them.
+            queries.notify_work(conn)
+        return True
 
     def _is_gone(self, run: queries.DagRunRow) -> bool:
         """Whether a run's DAG, absent from the registry, is really gone: the folder

@@ -357,3 +357,54 @@ def test_a_cli_trigger_wakes_a_sleeping_scheduler(
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+def test_a_task_waiting_on_another_dag_shows_in_runs_and_starts_once_it_succeeded(
+    tmp_path: Path, subprocess_env: dict[str, str], database_url: str
+) -> None:
+    go = tmp_path / "go"
+    write_project(
+        tmp_path,
+        {
+            "up": {
+                "workflow.yaml": "description: up\n",
+                "t.sh": f"while [ ! -e {go} ]; do sleep 0.05; done\n",
+            },
+            "down": {
+                "workflow.yaml": "description: down\n",
+                "x.yaml": "type: no_op\ninputs: ['up:t.sh']\n",
+            },
+        },
+    )
+    config = str(tmp_path / "config.py")
+    proc = start_scheduler(config, subprocess_env, "--interval", "3600")
+    try:
+        wait_for(lambda: query(database_url, LISTENING)[0][0] == 1, what="the scheduler to listen")
+        assert workflows(config, "trigger", "up", env=subprocess_env).returncode == 0
+        wait_for(
+            lambda: query(database_url, "SELECT status FROM task_run") == [("running",)],
+            what="up's t.sh to start",
+        )
+        assert workflows(config, "trigger", "down", env=subprocess_env).returncode == 0
+        x_status = "SELECT status, waiting_for FROM task_run WHERE task_name = 'x.yaml'"
+        wait_for(
+            lambda: query(database_url, x_status) == [("waiting", ["up:t.sh"])],
+            what="x.yaml to wait for up:t.sh",
+        )
+
+        runs = workflows(config, "runs", "down", env=subprocess_env)
+
+        assert runs.returncode == 0, runs.stderr
+        assert "x.yaml  1    waiting for up:t.sh" in runs.stdout
+        go.touch()
+        wait_for(
+            lambda: (
+                query(database_url, "SELECT status FROM dag_run ORDER BY id")
+                == [("succeeded",), ("succeeded",)]
+            ),
+            what="up, then down, to succeed long before the scheduler's interval",
+        )
+        assert query(database_url, x_status) == [("succeeded", None)]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -175,6 +175,7 @@ def test_dag_grid_has_a_cell_per_task_and_run_with_attempt_counts(
         "status": "failed",
         "attempts": 3,
         "seconds": 5.0,
+        "waiting_for": None,
     }
     assert rows["b.sh"][1] is None and rows["c.sh"] == [None, None]
     # The graph shows the newest run unless another is chosen.
@@ -223,6 +224,35 @@ def test_run_page_shows_every_attempt_and_masks_secret_parameters(
     html = client.get(f"/runs/{run_id}").text
     assert "hunter2" not in html and "pw1234" not in html
     assert "2026-03-01 12:00:00 UTC" in html and "13:00:00 CET" in html
+
+
+def test_a_task_run_waiting_on_another_dag_says_what_it_waits_for(
+    client: TestClient, engine: sqlalchemy.Engine
+) -> None:
+    run_id, ids = insert_run(
+        engine, "solo", "running", {"only.sh": ["succeeded"], "after_chain.sh": ["waiting"]}
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE task_run SET waiting_for = ARRAY['chain:c.sh'] WHERE id = :id"),
+            {"id": ids["after_chain.sh"][0]},
+        )
+
+    data = client.get(f"/api/runs/{run_id}").json()
+    assert [(t["task"], t["status"], t["waiting_for"]) for t in data["task_runs"]] == [
+        ("only.sh", "succeeded", None),
+        ("after_chain.sh", "waiting", ["chain:c.sh"]),
+    ]
+    html = client.get(f"/runs/{run_id}").text
+    assert re.search(r'>waiting</span> <span class="waiting-for">for chain:c.sh</span>', html)
+    grid = client.get("/api/dags/solo").json()["grid"]
+    assert {row["task"]: row["cells"][0]["waiting_for"] for row in grid} == {
+        "only.sh": None,
+        "after_chain.sh": ["chain:c.sh"],
+    }
+    assert (
+        'title="after_chain.sh: waiting for chain:c.sh, attempt 1"' in client.get("/dags/solo").text
+    )
 
 
 def test_task_run_page_shows_each_attempts_log_with_download_and_links_back(

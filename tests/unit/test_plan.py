@@ -7,17 +7,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from workflows_tick.cron import DstPolicy
-from workflows_tick.model import Dag, DstGap, DstRepeat, Overlap, Task, TaskType
+from workflows_tick.model import Dag, DstGap, DstRepeat, ExternalInput, Overlap, Task, TaskType
 from workflows_tick.plan import (
     Cursor,
+    InputWait,
+    InputWindow,
     LiveCopies,
     NewTaskRun,
     Owner,
     TaskRunState,
+    WaitPlan,
+    WaitUpdate,
+    input_window,
+    input_windows,
     plan_fires,
     plan_run,
     plan_schedules,
     run_owner,
+    settle_waits,
 )
 from workflows_tick.states import RunStatus, TaskStatus
 
@@ -36,6 +43,7 @@ def dag(
     timezone: str = "UTC",
     retries: int = 2,
     retry_delay: float = 0.0,
+    input_timeout: float | None = None,
 ) -> Dag:
     return Dag(
         name=name,
@@ -46,6 +54,7 @@ def dag(
         timezone=timezone,
         retries=retries,
         retry_delay=retry_delay,
+        input_timeout=input_timeout,
     )
 
 
@@ -369,6 +378,145 @@ def test_a_paused_dag_s_cursor_moves_on_without_a_run() -> None:
     assert plan.advanced == [cursor("d", at(13))]
 
 
+# --- inputs on other DAGs ------------------------------------------------------------------
+
+
+def reader(
+    input_timeout: float | None = None, dag_timeout: float | None = None, retries: int = 2
+) -> Dag:
+    """DAG ``down``: ``x`` reads ``up:t`` and ``side:s``; ``y`` reads ``x``."""
+    x = Task(
+        "x",
+        TaskType.NO_OP,
+        Path("x"),
+        external_inputs=(ExternalInput("up", "t"), ExternalInput("side", "s")),
+        input_timeout=input_timeout,
+    )
+    return dag(x, task("y", "x"), name="down", retries=retries, input_timeout=dag_timeout)
+
+
+UP = dag(task("t"), name="up", schedule=HOURLY)
+SIDE = dag(task("s"), name="side")  # no schedule
+DAILY_PARIS = dag(task("t"), name="up", schedule="30 6 * * *", timezone="Europe/Paris")
+
+
+def wait(
+    anchor: datetime, created: datetime = NOW, waiting_for: tuple[str, ...] = ("up:t", "side:s")
+) -> InputWait:
+    return InputWait(7, "down", "x", anchor, created, waiting_for)
+
+
+def test_a_task_with_inputs_on_other_dags_is_created_waiting_for_them() -> None:
+    plan = plan_run(reader(), [], NOW)
+    assert plan.create == [NewTaskRun("x", 1, NOW, ("up:t", "side:s"))]
+    retry = plan_run(reader(), [state("x", 1, FAILED)], NOW)
+    assert retry.create == [NewTaskRun("x", 2, NOW, ("up:t", "side:s"))]
+
+
+def test_a_task_that_failed_waiting_for_inputs_is_not_retried() -> None:
+    timed_out = TaskRunState("x", 1, FAILED, waited=True)
+    plan = plan_run(reader(retries=5), [timed_out], NOW)
+    assert plan.create == []
+    assert plan.finish is RunStatus.FAILED
+    assert plan.message == "failed: x (inputs on other DAGs not ready); not run: y"
+
+
+def test_the_window_runs_from_the_upstream_latest_fire_time_to_the_anchor() -> None:
+    anchor = datetime(2024, 1, 1, 13, 40, tzinfo=UTC)
+    assert input_window(UP, "t", anchor) == InputWindow("up", "t", at(13), anchor)
+    on_time = datetime(2024, 1, 1, 13, 0, tzinfo=UTC)  # a fire time is its own latest
+    assert input_window(UP, "t", on_time) == InputWindow("up", "t", on_time, on_time)
+
+
+def test_the_window_follows_the_upstream_time_zone() -> None:
+    # 06:30 in Paris is 05:30 UTC in winter: at 05:00 UTC the latest is yesterday's.
+    early = datetime(2024, 1, 2, 5, 0, tzinfo=UTC)
+    assert input_window(DAILY_PARIS, "t", early).earliest == datetime(2024, 1, 1, 5, 30, tzinfo=UTC)
+    late = datetime(2024, 1, 2, 6, 0, tzinfo=UTC)
+    assert input_window(DAILY_PARIS, "t", late).earliest == datetime(2024, 1, 2, 5, 30, tzinfo=UTC)
+
+
+def test_an_upstream_dag_without_schedule_has_no_earliest_bound() -> None:
+    assert input_window(SIDE, "s", NOW) == InputWindow("side", "s", None, NOW)
+
+
+def test_waits_naming_a_dag_not_loaded_here_are_left_alone() -> None:
+    dags = {"down": reader(), "up": UP}  # side is not loaded
+    assert input_windows([wait(NOW)], dags) == {}
+    everything = {**dags, "side": SIDE}
+    assert input_windows([wait(NOW)], everything) == {
+        7: {
+            "up:t": InputWindow("up", "t", at(12), NOW),
+            "side:s": InputWindow("side", "s", None, NOW),
+        }
+    }
+
+
+def dags_for(down: Dag) -> dict[str, Dag]:
+    return {"down": down, "up": UP, "side": SIDE}
+
+
+def settle(down: Dag, satisfied: set[InputWindow], now: datetime = NOW) -> WaitPlan:
+    """What becomes of ``down``'s wait on up:t and side:s (created at NOW) at ``now``."""
+    waits = [wait(NOW)]
+    dags = dags_for(down)
+    return settle_waits(waits, input_windows(waits, dags), satisfied, dags, now)
+
+
+def test_a_wait_shrinks_as_inputs_come_and_ends_when_all_came() -> None:
+    up_ok = InputWindow("up", "t", at(12), NOW)
+    side_ok = InputWindow("side", "s", None, NOW)
+    assert settle(reader(), set()).updates == []
+    assert settle(reader(), {up_ok}).updates == [WaitUpdate(7, ("side:s",))]
+    assert settle(reader(), {up_ok, side_ok}).updates == [WaitUpdate(7, ())]
+
+
+def test_a_wait_outliving_its_input_timeout_fails_naming_where_it_looked() -> None:
+    up_ok = InputWindow("up", "t", at(12), NOW)
+    late = NOW + timedelta(seconds=3600)
+    assert settle(reader(input_timeout=3600), {up_ok}, late).updates == [
+        WaitUpdate(
+            7,
+            ("side:s",),
+            "input side:s not ready after 3600 s: no run of side at or before "
+            "2024-01-01 12:00:30 UTC has it succeeded",
+        )
+    ]
+    (both,) = settle(reader(input_timeout=3600), set(), late).updates
+    assert both.error == (
+        "inputs up:t, side:s not ready after 3600 s: no run of up from 2024-01-01 12:00:00 UTC "
+        "to 2024-01-01 12:00:30 UTC has t succeeded; no run of side at or before "
+        "2024-01-01 12:00:30 UTC has s succeeded"
+    )
+
+
+def test_the_next_deadline_is_the_earliest_input_timeout_still_ahead() -> None:
+    plan = settle(reader(input_timeout=60), set(), NOW + timedelta(seconds=59))
+    assert plan.updates == [] and plan.next_deadline == NOW + timedelta(seconds=60)
+    assert settle(reader(), set()).next_deadline is None  # no timeout: waits as long as it takes
+
+
+def test_the_task_input_timeout_overrides_the_dag_one() -> None:
+    soon = NOW + timedelta(seconds=60)
+    assert settle(reader(dag_timeout=60), set(), soon).updates[0].error is not None
+    assert settle(reader(input_timeout=120, dag_timeout=60), set(), soon).updates == []
+    # Inputs that came in time end the wait even past the timeout.
+    everything = {InputWindow("up", "t", at(12), NOW), InputWindow("side", "s", None, NOW)}
+    assert settle(reader(dag_timeout=60), everything, soon).updates == [WaitUpdate(7, ())]
+
+
+def test_an_input_the_edited_dag_no_longer_lists_is_no_longer_waited_for() -> None:
+    edited = dag(
+        Task("x", TaskType.NO_OP, Path("x"), external_inputs=(ExternalInput("up", "t"),)),
+        name="down",
+    )
+    waits = [wait(NOW)]  # created when x also read side:s
+    dags = {"down": edited, "up": UP}  # side is not even loaded now
+    windows = input_windows(waits, dags)
+    assert windows == {7: {"up:t": InputWindow("up", "t", at(12), NOW)}}
+    assert settle_waits(waits, windows, set(), dags, NOW).updates == [WaitUpdate(7, ("up:t",))]
+
+
 # --- DST policies ---------------------------------------------------------------------
 
 NY = "America/New_York"
@@ -482,3 +630,13 @@ def test_each_dag_follows_its_own_overlap_policy() -> None:
     assert plan.runs == [("q", at(12)), ("r", at(12))]
     assert plan.replace == {"r": (2,)}
     assert [(name, fire) for name, fire, _ in plan.overlapped] == [("s", at(12))]
+
+
+def test_the_window_follows_the_upstream_dst_policy() -> None:
+    # 02:30 does not exist in New York on 2024-03-10: by default it fires at 03:00 EDT;
+    # under dst_gap skip the latest fire at noon UTC is the day before's.
+    upstream = dag(task("t"), name="up", schedule="30 2 * * *", timezone=NY)
+    anchor = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    assert input_window(upstream, "t", anchor).earliest == datetime(2024, 3, 10, 7, tzinfo=UTC)
+    skipping = replace(upstream, dst_gap=DstGap.SKIP)
+    assert input_window(skipping, "t", anchor).earliest == datetime(2024, 3, 9, 7, 30, tzinfo=UTC)

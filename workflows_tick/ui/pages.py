@@ -132,7 +132,15 @@ def task_run_dict(task: TaskRunRow) -> dict[str, Any]:
         "host": task.host,
         "exit_code": task.exit_code,
         "error": redact(task.error) if task.error else None,
+        "waiting_for": _waiting_for(task),
     }
+
+
+def _waiting_for(task: TaskRunRow) -> list[str] | None:
+    """The inputs on other DAGs a waiting task run still waits for (None: none)."""
+    if task.status.value == "waiting" and task.waiting_for:
+        return list(task.waiting_for)
+    return None
 
 
 def _is_live_run(run: DagRunRow) -> bool:
@@ -371,6 +379,7 @@ def _cell(found: tuple[TaskRunRow, int] | None) -> dict[str, Any] | None:
         "status": task.status.value,
         "attempts": attempts,
         "seconds": took,
+        "waiting_for": _waiting_for(task),
     }
 
 
