@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from tests.support import rows, write_project
 from workflows_tick import queries
@@ -333,3 +333,28 @@ def test_the_copies_a_claim_matches_survive_any_dag_name(engine: Engine) -> None
             text("SELECT CAST(:a AS text[])"), {"a": queries.text_array(names)}
         ).scalar_one()
     assert got == names
+
+
+def test_the_other_schedulers_copies_are_read_only_by_a_pass_that_meets_another_copy(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    old = scheduler(engine, write_project(tmp_path / "old", {"d": _hourly(CHAIN)}), clock)
+    new = scheduler(engine, write_project(tmp_path / "new", {"d": _hourly(WIDER)}), clock)
+    same = scheduler(engine, write_project(tmp_path / "same", {"d": _hourly(CHAIN)}), clock)
+    reads: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        if "FROM scheduler_heartbeat" in statement:
+            reads.append(statement)
+
+    old.run_pass()
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        for _ in range(3):
+            until_idle(old)
+            until_idle(same)
+        assert reads == []  # schedulers that agree never read the others' copies
+        new.run_pass()  # the cursor is the old copy's: one read, in that pass only
+        assert len(reads) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
