@@ -20,6 +20,7 @@ from workflows_tick.options import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_RUNNING,
     DEFAULT_RELOAD_SECONDS,
+    DEFAULT_REMOVED_GRACE_SECONDS,
     SchedulerOptions,
 )
 from workflows_tick.ui import DEFAULT_HOST, DEFAULT_PORT
@@ -219,6 +220,16 @@ def _paused_names() -> frozenset[str]:
     help="Seconds between checks of the DAG folder for edits.",
 )
 @click.option(
+    "--removed-grace",
+    type=click.FloatRange(min=1),
+    callback=_finite,
+    default=DEFAULT_REMOVED_GRACE_SECONDS,
+    show_default=True,
+    envvar="WORKFLOWS_REMOVED_GRACE",
+    help="Seconds after its last pass that another scheduler (not stopped) counts as "
+    "live: its copies of the DAGs keep their runs and schedules (rolling deploys).",
+)
+@click.option(
     "--hook-timeout",
     type=click.FloatRange(min=0.01),
     callback=_finite,
@@ -246,6 +257,7 @@ def schedule(
     max_running: int,
     lease: float,
     reload_interval: float,
+    removed_grace: float,
     hook_timeout: float,
     metrics_port: int | None,
 ) -> None:
@@ -276,6 +288,7 @@ def schedule(
         max_running=max_running,
         lease_seconds=lease,
         reload_seconds=reload_interval,
+        removed_grace=removed_grace,
         hook_timeout=hook_timeout,
         metrics_port=metrics_port,
     )

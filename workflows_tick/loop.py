@@ -174,6 +174,7 @@ class Loop:
             options.config,
             clock=clock,
             lease_seconds=options.lease_seconds,
+            removed_grace_seconds=options.removed_grace,
         )
         self.stop_signal: int | None = None
         self.failed_passes = 0

@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "DEFAULT_MAX_RUNNING",
     "DEFAULT_RELOAD_SECONDS",
+    "DEFAULT_REMOVED_GRACE_SECONDS",
     "SchedulerOptions",
 ]
 
@@ -31,6 +32,9 @@ DEFAULT_LEASE_SECONDS = 60.0
 """How long a running task run stays a scheduler's without renewal."""
 DEFAULT_RELOAD_SECONDS = 10.0
 """How often a looping scheduler looks for added, removed or edited DAGs."""
+DEFAULT_REMOVED_GRACE_SECONDS = 600.0
+"""How long after its last pass another scheduler (not stopped) counts as live: while
+one is, its copies of the DAGs keep their runs and cursors (rolling deploys)."""
 
 
 @dataclass(frozen=True)
@@ -45,5 +49,6 @@ class SchedulerOptions:
     max_running: int = DEFAULT_MAX_RUNNING
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     reload_seconds: float = DEFAULT_RELOAD_SECONDS
+    removed_grace: float = DEFAULT_REMOVED_GRACE_SECONDS
     hook_timeout: float = DEFAULT_HOOK_TIMEOUT_SECONDS
     metrics_port: int | None = None

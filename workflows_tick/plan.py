@@ -8,6 +8,8 @@
 - :func:`plan_run`: given a DAG and the task runs its run has so far, which task
   runs to create (first attempts whose inputs all succeeded, and retries) and
   whether the run is over;
+- :func:`run_owner`: whether this scheduler's copy of a DAG advances a run, leaves
+  it to another scheduler, or adopts it (rolling deploys, see docs/scheduler.md).
 - :func:`input_windows` and :func:`settle_waits`: which runs of other DAGs may
   satisfy the cross-DAG inputs of waiting task runs, and, once the database has
   said which windows hold a success, which waits end, shrink or time out.
@@ -45,18 +47,51 @@ class Cursor:
     cursor is locked; only due cursors carry them)."""
     dst: cron.DstPolicy = cron.DEFAULT_DST
     """The DST policy ``next_fire_at`` was computed with (the DAG's when it was set)."""
+    fingerprint: str | None = None
+    """The fingerprint of the DAG copy that set the cursor (None: any copy may fire it)."""
+
+
+@dataclass(frozen=True)
+class LiveCopies:
+    """The DAG copies the other live schedulers have loaded (see docs/scheduler.md,
+    "Rolling deploys"): for each DAG name one of them knows, the fingerprints of
+    their copies (empty for a scheduler that records names only)."""
+
+    fingerprints: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def knows(self, dag_name: str) -> bool:
+        """Whether a live scheduler other than this one has loaded ``dag_name``."""
+        return dag_name in self.fingerprints
+
+    def has(self, dag_name: str, fingerprint: str | None) -> bool:
+        """Whether a live scheduler other than this one has that copy of ``dag_name``."""
+        return fingerprint is not None and fingerprint in self.fingerprints.get(dag_name, ())
 
 
 @dataclass(frozen=True)
 class SchedulePlan:
     reset: list[Cursor] = field(default_factory=list)
-    """Cursors of new DAGs and of edited schedules (time zones, DST policies): from now on."""
+    """Cursors to write: those of new DAGs, of edited schedules (time zones, DST
+    policies) from now on, and those taken over from a copy no live scheduler has
+    (the fire time kept when the schedule is the same). Each carries this
+    scheduler's fingerprint."""
     due: list[str] = field(default_factory=list)
-    """DAGs whose next fire time has come."""
+    """DAGs whose next fire time has come (on cursors this scheduler may fire)."""
     drop: list[str] = field(default_factory=list)
-    """Cursors of DAGs that have no schedule now, or are gone from the folder."""
+    """Cursors of DAGs that have no schedule now, or are gone from the folder (and
+    from every live scheduler's)."""
+    expected: dict[str, str | None] = field(default_factory=dict)
+    """For each cursor of ``reset`` and ``drop`` that exists: the fingerprint read.
+    The write applies only if the row still has it (another scheduler may have
+    taken the cursor over since)."""
     cursors: dict[str, Cursor] = field(default_factory=dict)
-    """The cursor of every scheduled DAG once ``reset`` is applied."""
+    """The cursor of every scheduled DAG this scheduler fires, once ``reset`` is applied."""
+    left: list[str] = field(default_factory=list)
+    """Cursors left to another live scheduler (another copy of the DAG, or a DAG this
+    one does not know)."""
+    needs_live: bool = False
+    """Some cursor's fate depends on the other schedulers' copies and no ``live``
+    was given: plan again with it. Nothing is decided for those cursors."""
     problems: dict[str, str] = field(default_factory=dict)
     """DAGs whose schedule cannot be computed, and why."""
 
@@ -82,6 +117,7 @@ def plan_schedules(
     cursors: Mapping[str, Cursor],
     now: datetime,
     broken: Collection[str] = (),
+    live: LiveCopies | None = None,
 ) -> SchedulePlan:
     """What to do with the schedule cursors of ``dags`` (the DAGs that load).
 
@@ -90,14 +126,28 @@ def plan_schedules(
     or gone from the folder, keeps no cursor, so when it (or its schedule) comes
     back it waits for its next time like a new DAG. ``broken`` DAGs (in the folder,
     failing to load) keep theirs.
+
+    A cursor set by another copy of the DAG (another fingerprint) is left alone
+    while a live scheduler (``live``) has that copy, and the cursor of a DAG not
+    loaded here while a live scheduler knows the DAG; otherwise this copy takes the
+    cursor over (keeping its fire time if the schedule is the same) or drops it.
+    Without ``live`` those cursors are left undecided and ``needs_live`` is set.
     """
     plan = SchedulePlan()
+    undecided = False
     for name, dag in dags.items():
         if dag.schedule is None:
             continue
-        cursor = cursors.get(name)
+        read = cursors.get(name)
+        if read is not None and read.fingerprint not in (None, dag.fingerprint):
+            if live is None:
+                undecided = True
+                continue
+            if live.has(name, read.fingerprint):
+                plan.left.append(name)
+                continue
         dst = cron.DstPolicy.of(dag)
-        if cursor is None or (cursor.schedule, cursor.timezone, cursor.dst) != (
+        if read is None or (read.schedule, read.timezone, read.dst) != (
             dag.schedule,
             dag.timezone,
             dst,
@@ -107,17 +157,38 @@ def plan_schedules(
             except Exception as exc:  # one DAG's bad schedule never stops the others
                 plan.problems[name] = str(exc)
                 continue
-            cursor = Cursor(name, dag.schedule, dag.timezone, fire, dst=dst)
+            if read is not None:
+                plan.expected[name] = read.fingerprint
+            cursor = Cursor(
+                name, dag.schedule, dag.timezone, fire, dst=dst, fingerprint=dag.fingerprint
+            )
             plan.reset.append(cursor)
-        elif cursor.next_fire_at <= now:
+        elif read.fingerprint != dag.fingerprint:
+            # The same schedule, set by a copy no live scheduler has (or before copies
+            # were recorded): this copy takes the cursor over where it stands.
+            plan.expected[name] = read.fingerprint
+            cursor = replace(read, fingerprint=dag.fingerprint)
+            plan.reset.append(cursor)
+        else:
+            cursor = read
+        if cursor.next_fire_at <= now:
             plan.due.append(name)
         plan.cursors[name] = cursor
-    plan.drop.extend(
-        name
-        for name in cursors
-        if name not in broken and (name not in dags or dags[name].schedule is None)
-    )
-    return plan
+    for name, read in cursors.items():
+        here = dags.get(name)
+        if (here is not None and here.schedule is not None) or name in broken:
+            continue
+        # No schedule here, or a DAG not loaded here: dropped unless another copy lives.
+        if here is None or read.fingerprint not in (None, here.fingerprint):
+            if live is None:
+                undecided = True
+                continue
+            if live.knows(name) if here is None else live.has(name, read.fingerprint):
+                plan.left.append(name)
+                continue
+        plan.drop.append(name)
+        plan.expected[name] = read.fingerprint
+    return replace(plan, needs_live=True) if undecided else plan
 
 
 def plan_fires(
@@ -273,6 +344,29 @@ def plan_run(dag: Dag, task_runs: Iterable[TaskRunState], now: datetime) -> RunP
     if blocked:
         message += "; not run: " + ", ".join(blocked)
     return RunPlan(finish=RunStatus.FAILED, message=message)
+
+
+class Owner(enum.Enum):
+    """Which scheduler advances a run (and starts its task runs)."""
+
+    OURS = "ours"
+    """The run was created by this copy of the DAG, or by no particular copy."""
+    ADOPT = "adopt"
+    """Created by another copy that no live scheduler has: this one takes it over."""
+    OTHERS = "others"
+    """Created by another copy that a live scheduler has: left to it."""
+    ASK = "ask"
+    """Created by another copy: it depends on the live schedulers (none given)."""
+
+
+def run_owner(dag: Dag, run_fingerprint: str | None, live: LiveCopies | None = None) -> Owner:
+    """Whether this scheduler, whose copy of the run's DAG is ``dag``, advances a
+    run created by the copy ``run_fingerprint`` (None: no particular copy)."""
+    if run_fingerprint is None or run_fingerprint == dag.fingerprint:
+        return Owner.OURS
+    if live is None:
+        return Owner.ASK
+    return Owner.OTHERS if live.has(dag.name, run_fingerprint) else Owner.ADOPT
 
 
 def _dead_reason(name: str, last: TaskRunState, attempts: int) -> str:

@@ -9,8 +9,8 @@ or task runs it touches.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from workflows_tick.plan import (
     Cursor,
     InputWait,
     InputWindow,
+    LiveCopies,
     NewTaskRun,
     TaskRunState,
     WaitUpdate,
@@ -43,6 +44,8 @@ class DagRunRow:
     created_at: datetime
     ended_at: datetime | None
     message: str | None
+    fingerprint: str | None = None
+    """The DAG copy that created (or adopted) the run; None: no particular copy."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,10 @@ class Claim:
     parameters: dict[str, str]
 
 
-_RUN_COLUMNS = "id, dag_name, status, trigger, scheduled_for, creator, parameters, created_at, ended_at, message"
+_RUN_COLUMNS = (
+    "id, dag_name, status, trigger, scheduled_for, creator, parameters, created_at, ended_at, "
+    "message, fingerprint"
+)
 _TASK_COLUMNS = (
     "id, dag_run_id, task_name, attempt, status, manager, created_at, started_at, ended_at, "
     "host, exit_code, error, waiting_for"
@@ -93,6 +99,7 @@ def _run_row(row: Any) -> DagRunRow:
         created_at=row.created_at,
         ended_at=row.ended_at,
         message=row.message,
+        fingerprint=row.fingerprint,
     )
 
 
@@ -241,7 +248,7 @@ def _dst_policy(gap: str | None, repeat: str | None) -> DstPolicy:
 def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
     rows = conn.execute(
         text(
-            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat "
+            "SELECT dag_name, schedule, timezone, next_fire_at, dst_gap, dst_repeat, fingerprint "
             "FROM dag_schedule"
         )
     )
@@ -252,29 +259,41 @@ def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
             r.timezone,
             r.next_fire_at,
             dst=_dst_policy(r.dst_gap, r.dst_repeat),
+            fingerprint=r.fingerprint,
         )
         for r in rows
     }
 
 
-def upsert_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -> None:
-    """Create cursors of new DAGs and reset those whose schedule, time zone or DST
-    policy changed."""
+def upsert_cursors(
+    conn: Connection,
+    cursors: Sequence[Cursor],
+    now: datetime,
+    expected: Mapping[str, str | None] | None = None,
+) -> None:
+    """Create cursors, or overwrite existing ones (schedule, time zone, DST policy,
+    next fire time and fingerprint) whose fingerprint is still the one in
+    ``expected`` (None when absent): a cursor another scheduler took over since it
+    was read is left as it is."""
     if not cursors:
         return
+    expected = expected or {}
     conn.execute(
         text(
-            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, "
-            "dst_gap, dst_repeat, updated_at) "
-            "SELECT v.*, :now FROM unnest(CAST(:names AS text[]), CAST(:schedules AS text[]), "
+            "INSERT INTO dag_schedule (dag_name, schedule, timezone, next_fire_at, dst_gap, "
+            "dst_repeat, fingerprint, updated_at) "
+            "SELECT v.name, v.schedule, v.zone, v.fire, v.gap, v.repeat, v.fingerprint, :now "
+            "FROM unnest(CAST(:names AS text[]), CAST(:schedules AS text[]), "
             "CAST(:zones AS text[]), CAST(:fires AS timestamptz[]), CAST(:gaps AS text[]), "
-            "CAST(:repeats AS text[])) AS v "
+            "CAST(:repeats AS text[]), CAST(:fps AS text[])) "
+            "AS v(name, schedule, zone, fire, gap, repeat, fingerprint) "
             "ON CONFLICT (dag_name) DO UPDATE SET schedule = excluded.schedule, "
             "timezone = excluded.timezone, next_fire_at = excluded.next_fire_at, "
-            "dst_gap = excluded.dst_gap, dst_repeat = excluded.dst_repeat, updated_at = :now "
-            "WHERE (dag_schedule.schedule, dag_schedule.timezone, dag_schedule.dst_gap, "
-            "dag_schedule.dst_repeat) IS DISTINCT FROM "
-            "(excluded.schedule, excluded.timezone, excluded.dst_gap, excluded.dst_repeat)"
+            "dst_gap = excluded.dst_gap, dst_repeat = excluded.dst_repeat, "
+            "fingerprint = excluded.fingerprint, updated_at = :now "
+            "WHERE dag_schedule.fingerprint IS NOT DISTINCT FROM ("
+            "SELECT e.expected FROM unnest(CAST(:names AS text[]), CAST(:expected AS text[])) "
+            "AS e(name, expected) WHERE e.name = dag_schedule.dag_name)"
         ),
         {
             "now": now,
@@ -284,20 +303,34 @@ def upsert_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) -
             "fires": [c.next_fire_at for c in cursors],
             "gaps": [c.dst.gap and c.dst.gap.value for c in cursors],
             "repeats": [c.dst.repeat and c.dst.repeat.value for c in cursors],
+            "fps": [c.fingerprint for c in cursors],
+            "expected": [expected.get(c.dag_name) for c in cursors],
         },
     )
 
 
-def delete_cursors(conn: Connection, dag_names: Sequence[str]) -> None:
+def delete_cursors(
+    conn: Connection, dag_names: Sequence[str], expected: Mapping[str, str | None] | None = None
+) -> None:
+    """Delete cursors whose fingerprint is still the one in ``expected`` (None when absent)."""
     if dag_names:
+        expected = expected or {}
         conn.execute(
-            text("DELETE FROM dag_schedule WHERE dag_name = ANY(CAST(:names AS text[]))"),
-            {"names": list(dag_names)},
+            text(
+                "DELETE FROM dag_schedule s USING unnest(CAST(:names AS text[]), "
+                "CAST(:expected AS text[])) AS v(name, expected) "
+                "WHERE s.dag_name = v.name AND s.fingerprint IS NOT DISTINCT FROM v.expected"
+            ),
+            {"names": list(dag_names), "expected": [expected.get(n) for n in dag_names]},
         )
 
 
-def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) -> list[Cursor]:
-    """The cursors of ``dag_names`` that are due, locked; ones locked elsewhere are skipped.
+def lock_due_cursors(
+    conn: Connection, fingerprints: Mapping[str, str], now: datetime
+) -> list[Cursor]:
+    """The due cursors of the DAGs of ``fingerprints`` (name: this scheduler's copy)
+    that this copy may fire (set by it, or by no particular copy), locked; ones
+    locked elsewhere are skipped.
 
     Each carries the ids of its DAG's runs that have not ended (``running``), read
     once the locks are held: a run another scheduler created for the same cursor
@@ -308,13 +341,15 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
     rows = conn.execute(
         text(
             "SELECT s.dag_name, s.schedule, s.timezone, s.next_fire_at, s.dst_gap, "
-            "s.dst_repeat, EXISTS ("
+            "s.dst_repeat, s.fingerprint, EXISTS ("
             "SELECT 1 FROM dag_state p WHERE p.dag_name = s.dag_name AND p.paused) AS paused "
-            "FROM dag_schedule s "
-            "WHERE s.dag_name = ANY(CAST(:names AS text[])) AND s.next_fire_at <= :now "
+            "FROM dag_schedule s JOIN unnest(CAST(:names AS text[]), CAST(:fps AS text[])) "
+            "AS v(name, fingerprint) ON s.dag_name = v.name "
+            "WHERE s.next_fire_at <= :now "
+            "AND (s.fingerprint IS NULL OR s.fingerprint = v.fingerprint) "
             "ORDER BY s.dag_name FOR UPDATE OF s SKIP LOCKED"
         ),
-        {"names": list(dag_names), "now": now},
+        {"names": list(fingerprints), "fps": list(fingerprints.values()), "now": now},
     ).all()
     if not rows:
         return []
@@ -338,6 +373,7 @@ def lock_due_cursors(conn: Connection, dag_names: Sequence[str], now: datetime) 
             r.paused,
             running[r.dag_name],
             dst=_dst_policy(r.dst_gap, r.dst_repeat),
+            fingerprint=r.fingerprint,
         )
         for r in rows
     ]
@@ -366,19 +402,30 @@ def advance_cursors(conn: Connection, cursors: Sequence[Cursor], now: datetime) 
 
 
 def insert_scheduled_runs(
-    conn: Connection, runs: Sequence[tuple[str, datetime]], now: datetime
+    conn: Connection,
+    runs: Sequence[tuple[str, datetime]],
+    now: datetime,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> list[DagRunRow]:
-    """Create scheduled runs; one that exists for the same (DAG, time) is not duplicated."""
+    """Create scheduled runs, each with its DAG's fingerprint in ``fingerprints`` (the
+    firing copy); one that exists for the same (DAG, time) is not duplicated."""
     if not runs:
         return []
+    fingerprints = fingerprints or {}
     rows = conn.execute(
         text(
             "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
-            "created_at) SELECT v.name, 'running', 'schedule', v.fire, 'scheduler', '{}', :now "
-            "FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[])) AS v(name, fire) "
+            "created_at, fingerprint) SELECT v.name, 'running', 'schedule', v.fire, 'scheduler', "
+            "'{}', :now, v.fp FROM unnest(CAST(:names AS text[]), CAST(:fires AS timestamptz[]), "
+            "CAST(:fps AS text[])) AS v(name, fire, fp) "
             f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
         ),
-        {"now": now, "names": [r[0] for r in runs], "fires": [r[1] for r in runs]},
+        {
+            "now": now,
+            "names": [r[0] for r in runs],
+            "fires": [r[1] for r in runs],
+            "fps": [fingerprints.get(r[0]) for r in runs],
+        },
     )
     return [_run_row(r) for r in rows]
 
@@ -409,19 +456,25 @@ def insert_skipped_runs(
 
 
 def insert_manual_run(
-    conn: Connection, dag_name: str, creator: str, parameters: Mapping[str, str], now: datetime
+    conn: Connection,
+    dag_name: str,
+    creator: str,
+    parameters: Mapping[str, str],
+    now: datetime,
+    fingerprint: str | None = None,
 ) -> DagRunRow:
     row = conn.execute(
         text(
-            "INSERT INTO dag_run (dag_name, status, trigger, creator, parameters, created_at) "
-            "VALUES (:dag, 'running', 'manual', :creator, CAST(:parameters AS jsonb), :now) "
-            f"RETURNING {_RUN_COLUMNS}"
+            "INSERT INTO dag_run (dag_name, status, trigger, creator, parameters, created_at, "
+            "fingerprint) VALUES (:dag, 'running', 'manual', :creator, "
+            f"CAST(:parameters AS jsonb), :now, :fingerprint) RETURNING {_RUN_COLUMNS}"
         ),
         {
             "dag": dag_name,
             "creator": creator,
             "parameters": json.dumps(dict(parameters)),
             "now": now,
+            "fingerprint": fingerprint,
         },
     ).one()
     return _run_row(row)
@@ -461,6 +514,19 @@ def lock_earliest_runs(conn: Connection) -> list[DagRunRow]:
         )
     )
     return [_run_row(r) for r in rows]
+
+
+def set_run_fingerprints(conn: Connection, fingerprints: Mapping[int, str]) -> None:
+    """Record which DAG copy advances each run (run id: fingerprint); the runs are
+    locked by the caller."""
+    if fingerprints:
+        conn.execute(
+            text(
+                "UPDATE dag_run r SET fingerprint = v.fp FROM unnest(CAST(:ids AS bigint[]), "
+                "CAST(:fps AS text[])) AS v(id, fp) WHERE r.id = v.id"
+            ),
+            {"ids": list(fingerprints), "fps": list(fingerprints.values())},
+        )
 
 
 def task_run_states(conn: Connection, dag_run_ids: Sequence[int]) -> dict[int, list[TaskRunState]]:
@@ -554,19 +620,21 @@ def finish_runs(
 # --- inputs on other DAGs ---------------------------------------------------------------
 
 
-def lock_input_waits(conn: Connection) -> list[InputWait]:
+def lock_input_waits(conn: Connection, copies: LoadedCopies) -> list[InputWait]:
     """The waiting task runs of running runs that wait for inputs on other DAGs,
-    locked; rows another scheduler holds are skipped. One probe of the partial index
-    ``ix_task_run_waiting_for`` when none waits (no DAG list is sent: the caller
-    leaves alone the waits of DAGs it has not loaded)."""
+    locked, of the runs this scheduler's copies (``copies``) advance (as
+    :func:`claim_waiting`); rows another scheduler holds are skipped. One probe of
+    the partial index ``ix_task_run_waiting_for`` when none waits."""
     rows = conn.execute(
         text(
             "SELECT t.id, r.dag_name, t.task_name, COALESCE(r.scheduled_for, r.created_at) "
             "AS anchor, t.created_at, t.waiting_for FROM task_run t "
             "JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'waiting' AND t.waiting_for IS NOT NULL AND r.status = 'running' "
+            "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
             "ORDER BY t.id FOR UPDATE OF t SKIP LOCKED"
-        )
+        ),
+        {"copies": copies.keys},
     )
     return [
         InputWait(r.id, r.dag_name, r.task_name, r.anchor, r.created_at, tuple(r.waiting_for))
@@ -653,10 +721,31 @@ def count_running(conn: Connection, manager: str) -> int:
     )
 
 
+def text_array(values: Iterable[str]) -> str:
+    """A PostgreSQL ``text[]`` literal of ``values``, to send as one parameter: a
+    Python list is sent as ``ARRAY[...]`` with one constant per value for the
+    server to parse and plan, which costs more than the query itself at 500 values."""
+    quoted = (v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return "{" + ",".join(f'"{v}"' for v in quoted) + "}"
+
+
+@dataclass(frozen=True)
+class LoadedCopies:
+    """The DAG copies a scheduler has loaded, as :func:`claim_waiting` matches them;
+    built once per reload (:meth:`of`), not once per pass."""
+
+    keys: str
+    """A ``text[]`` literal of ``name:fingerprint`` for each loaded DAG."""
+
+    @classmethod
+    def of(cls, fingerprints: Mapping[str, str]) -> LoadedCopies:
+        return cls(text_array(f"{name}:{fp}" for name, fp in fingerprints.items()))
+
+
 def claim_waiting(
     conn: Connection,
     manager: str,
-    dag_names: Sequence[str],
+    copies: LoadedCopies,
     limit: int,
     now: datetime,
     lease_until: datetime,
@@ -666,11 +755,14 @@ def claim_waiting(
     (with ``host`` when given; else :func:`set_hosts` records each one's).
 
     Startable: its retry delay has passed and it waits for no input on another DAG.
+    Only task runs of runs of the loaded DAGs (``copies``) that this scheduler's copy
+    created or advances (the pass that advances a run records its copy first): a
+    task planned by another copy of the DAG is never started by one that may lack it.
 
     Rows another scheduler holds are skipped, and the status is checked again
     after the lock, so a task run is never claimed twice.
     """
-    if limit <= 0 or not dag_names:
+    if limit <= 0 or copies.keys == "{}":
         return []
     set_host = ", host = :host" if host is not None else ""
     rows = conn.execute(
@@ -678,7 +770,8 @@ def claim_waiting(
             "WITH picked AS ("
             "SELECT t.id FROM task_run t JOIN dag_run r ON r.id = t.dag_run_id "
             "WHERE t.status = 'waiting' AND t.not_before <= :now AND t.waiting_for IS NULL "
-            "AND r.status = 'running' AND r.dag_name = ANY(CAST(:dags AS text[])) "
+            "AND r.status = 'running' "
+            "AND r.dag_name || ':' || r.fingerprint = ANY(CAST(:copies AS text[])) "
             "ORDER BY t.id LIMIT :limit FOR UPDATE OF t SKIP LOCKED) "
             "UPDATE task_run t SET status = 'running', manager = :manager, started_at = :now, "
             f"lease_expires_at = :lease_until{set_host} "
@@ -688,7 +781,7 @@ def claim_waiting(
         ),
         {
             "now": now,
-            "dags": list(dag_names),
+            "copies": copies.keys,
             "limit": limit,
             "manager": manager,
             "lease_until": lease_until,
@@ -831,15 +924,20 @@ def record_heartbeat(
     pass_at: datetime,
     pass_seconds: float,
     dags: Sequence[str] | None,
+    fingerprints: Mapping[str, str] | None = None,
 ) -> None:
-    """Upsert this scheduler's row; ``dags`` None keeps the stored list (unchanged)."""
+    """Upsert this scheduler's row; ``dags`` (the loaded DAG names) and
+    ``fingerprints`` (their copies, by name) None keep the stored values (unchanged)."""
     conn.execute(
         text(
             "INSERT INTO scheduler_heartbeat (id, host, pid, manager, started_at, last_pass_at, "
-            "last_pass_seconds, dags) VALUES (:id, :host, :pid, :manager, :at, :at, :seconds, "
-            "COALESCE(CAST(:dags AS text[]), '{}')) ON CONFLICT (id) DO UPDATE SET "
+            "last_pass_seconds, dags, fingerprints) VALUES (:id, :host, :pid, :manager, :at, :at, "
+            ":seconds, COALESCE(CAST(:dags AS text[]), '{}'), "
+            "COALESCE(CAST(:fps AS jsonb), '{}')) ON CONFLICT (id) DO UPDATE SET "
             "last_pass_at = excluded.last_pass_at, last_pass_seconds = excluded.last_pass_seconds, "
-            "dags = COALESCE(CAST(:dags AS text[]), scheduler_heartbeat.dags), stopped_at = NULL"
+            "dags = COALESCE(CAST(:dags AS text[]), scheduler_heartbeat.dags), "
+            "fingerprints = COALESCE(CAST(:fps AS jsonb), scheduler_heartbeat.fingerprints), "
+            "stopped_at = NULL"
         ),
         {
             "id": scheduler_id,
@@ -849,8 +947,28 @@ def record_heartbeat(
             "at": pass_at,
             "seconds": pass_seconds,
             "dags": None if dags is None else list(dags),
+            "fps": None if fingerprints is None else json.dumps(dict(fingerprints)),
         },
     )
+
+
+def live_copies(conn: Connection, scheduler_id: str, since: datetime) -> LiveCopies:
+    """The DAG copies of the live schedulers other than ``scheduler_id``: not stopped,
+    and a pass at or after ``since``."""
+    rows = conn.execute(
+        text(
+            "SELECT dags, fingerprints FROM scheduler_heartbeat "
+            "WHERE id <> :id AND stopped_at IS NULL AND last_pass_at >= :since"
+        ),
+        {"id": scheduler_id, "since": since},
+    )
+    copies: dict[str, set[str]] = {}
+    for r in rows:
+        for name in r.dags:
+            copies.setdefault(name, set())
+        for name, fingerprint in (r.fingerprints or {}).items():
+            copies.setdefault(name, set()).add(fingerprint)
+    return LiveCopies({name: frozenset(fps) for name, fps in copies.items()})
 
 
 def mark_scheduler_stopped(conn: Connection, scheduler_id: str, now: datetime) -> None:
@@ -916,10 +1034,16 @@ def lock_cursor(conn: Connection, dag_name: str) -> Cursor | None:
 
 
 def rerun_run(
-    conn: Connection, run_id: int, task_names: Sequence[str], message: str, now: datetime
+    conn: Connection,
+    run_id: int,
+    task_names: Sequence[str],
+    message: str,
+    now: datetime,
+    fingerprint: str | None = None,
 ) -> int:
     """Supersede the current attempts of ``task_names`` and set the ended run running
-    again, so that the next pass gives them new attempts; how many were superseded."""
+    again, created anew by the DAG copy ``fingerprint`` (None: no particular copy),
+    so that the next pass gives them new attempts; how many were superseded."""
     superseded = conn.execute(
         text(
             "UPDATE task_run SET superseded = true WHERE dag_run_id = :id "
@@ -930,10 +1054,10 @@ def rerun_run(
     ).rowcount
     conn.execute(
         text(
-            "UPDATE dag_run SET status = 'running', ended_at = NULL, message = :message "
-            "WHERE id = :id AND status <> 'running'"
+            "UPDATE dag_run SET status = 'running', ended_at = NULL, message = :message, "
+            "fingerprint = :fingerprint WHERE id = :id AND status <> 'running'"
         ),
-        {"id": run_id, "message": message},
+        {"id": run_id, "message": message, "fingerprint": fingerprint},
     )
     return superseded
 
@@ -959,7 +1083,12 @@ def runs_at(
 
 
 def insert_backfill_runs(
-    conn: Connection, dag_name: str, times: Sequence[datetime], creator: str, now: datetime
+    conn: Connection,
+    dag_name: str,
+    times: Sequence[datetime],
+    creator: str,
+    now: datetime,
+    fingerprint: str | None = None,
 ) -> list[DagRunRow]:
     """Create one run per time, in time order; a time that has a run already is skipped."""
     if not times:
@@ -967,11 +1096,18 @@ def insert_backfill_runs(
     rows = conn.execute(
         text(
             "INSERT INTO dag_run (dag_name, status, trigger, scheduled_for, creator, parameters, "
-            "created_at) SELECT :dag, 'running', 'backfill', v.fire, :creator, '{}', :now "
-            "FROM unnest(CAST(:times AS timestamptz[])) AS v(fire) ORDER BY v.fire "
+            "created_at, fingerprint) SELECT :dag, 'running', 'backfill', v.fire, :creator, '{}', "
+            ":now, :fingerprint FROM unnest(CAST(:times AS timestamptz[])) AS v(fire) "
+            "ORDER BY v.fire "
             f"ON CONFLICT (dag_name, scheduled_for) DO NOTHING RETURNING {_RUN_COLUMNS}"
         ),
-        {"dag": dag_name, "times": sorted(times), "creator": creator, "now": now},
+        {
+            "dag": dag_name,
+            "times": sorted(times),
+            "creator": creator,
+            "now": now,
+            "fingerprint": fingerprint,
+        },
     )
     return sorted((_run_row(r) for r in rows), key=lambda r: r.id)
 
@@ -1477,6 +1613,8 @@ class SchedulerRow:
     last_pass_seconds: float
     dags: list[str]
     stopped_at: datetime | None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    """The fingerprint of each loaded DAG's copy, by name."""
 
 
 def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
@@ -1484,7 +1622,7 @@ def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
     rows = conn.execute(
         text(
             "SELECT id, host, pid, manager, started_at, last_pass_at, last_pass_seconds, dags, "
-            "stopped_at FROM scheduler_heartbeat WHERE last_pass_at >= :since "
+            "stopped_at, fingerprints FROM scheduler_heartbeat WHERE last_pass_at >= :since "
             "ORDER BY last_pass_at DESC, id"
         ),
         {"since": since},
@@ -1500,6 +1638,7 @@ def schedulers_seen(conn: Connection, since: datetime) -> list[SchedulerRow]:
             r.last_pass_seconds,
             list(r.dags),
             r.stopped_at,
+            dict(r.fingerprints or {}),
         )
         for r in rows
     ]

@@ -135,6 +135,17 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+def differing_copies(schedulers: Sequence[queries.SchedulerRow]) -> list[str]:
+    """The DAGs that the schedulers still running have loaded with different
+    fingerprints (a rolling deploy, or an edit not yet read everywhere), by name."""
+    copies: dict[str, set[str]] = {}
+    for s in schedulers:
+        if s.stopped_at is None:
+            for name, fingerprint in s.fingerprints.items():
+                copies.setdefault(name, set()).add(fingerprint)
+    return sorted(name for name, fps in copies.items() if len(fps) > 1)
+
+
 def status_lines(status: Status) -> list[str]:
     """What ``workflows CONFIG status`` prints."""
     now = status.now
@@ -157,6 +168,12 @@ def status_lines(status: Status) -> list[str]:
         lines += ["  " + line for line in table(headers, rows)]
     else:
         lines.append("  none")
+    differ = differing_copies(status.schedulers)
+    if differ:
+        lines.append(
+            "DAGs loaded in different versions by running schedulers (each run goes on "
+            f"under the version that created it): {', '.join(differ)}"
+        )
     paused = ", ".join(p.dag_name for p in status.paused) or "none"
     lines.append(f"paused DAGs: {paused}")
     act = status.activity

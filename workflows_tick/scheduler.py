@@ -111,12 +111,15 @@ def trigger_dag(
 
     ``parameters`` reach the run's tasks as environment variables. Without an
     ``engine``, the database is found as the scheduler finds it (and migrated).
-    Triggers never collide: two in the same second make two runs.
+    Triggers never collide: two in the same second make two runs. A loaded ``dag``
+    records its copy (fingerprint) on the run, so that a scheduler with another copy
+    of the DAG leaves it to one with this copy while one is live; a name records none.
     """
     name = dag.name if isinstance(dag, Dag) else dag
+    fingerprint = dag.fingerprint if isinstance(dag, Dag) else None
     params = check_parameters(parameters or {})
     with _changing_work(engine, "trigger") as conn:
-        return queries.insert_manual_run(conn, name, creator, params, clock())
+        return queries.insert_manual_run(conn, name, creator, params, clock(), fingerprint)
 
 
 def cancel_run(
@@ -268,7 +271,7 @@ def backfill(
     with _changing_work(engine, "backfill") as conn:
         created: list[DagRunRow] = []
         if not dry_run:
-            created = queries.insert_backfill_runs(conn, dag.name, times, by, now)
+            created = queries.insert_backfill_runs(conn, dag.name, times, by, now, dag.fingerprint)
         made = {r.scheduled_for for r in created}
         # Read after the insert: runs a concurrent command created meanwhile are skipped.
         existing = queries.runs_at(conn, dag.name, [t for t in times if t not in made])
@@ -340,7 +343,8 @@ def _rerun(
             f"run {run.id} {run.status.value} with no failed or cancelled task run; "
             "--all reruns every task"
         )
-    queries.rerun_run(conn, run.id, tasks, f"rerun by {by}", now)
+    fingerprint = None if dag is None else dag.fingerprint
+    queries.rerun_run(conn, run.id, tasks, f"rerun by {by}", now, fingerprint)
     return tasks
 
 

@@ -34,14 +34,17 @@ from workflows_tick.dags import DagRegistry
 from workflows_tick.errors import DagLoadError
 from workflows_tick.managers.base import Launch, Outcome, TaskManager
 from workflows_tick.model import Dag
-from workflows_tick.options import DEFAULT_LEASE_SECONDS
+from workflows_tick.options import DEFAULT_LEASE_SECONDS, DEFAULT_REMOVED_GRACE_SECONDS
 from workflows_tick.plan import (
+    LiveCopies,
     NewTaskRun,
+    Owner,
     input_windows,
     plan_fires,
     plan_run,
     plan_schedules,
     replaced_message,
+    run_owner,
     settle_waits,
 )
 from workflows_tick.states import RunStatus
@@ -125,6 +128,7 @@ class Ticker:
         config: str,
         clock: Clock = utc_now,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        removed_grace_seconds: float = DEFAULT_REMOVED_GRACE_SECONDS,
     ) -> None:
         self.registry = registry
         self.manager = manager
@@ -132,9 +136,18 @@ class Ticker:
         self.config = config
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
+        self.removed_grace = timedelta(seconds=removed_grace_seconds)
+        """How long another scheduler counts as live after its last pass (unless stopped)."""
+        self._live: LiveCopies | None = None
+        """The other live schedulers' DAG copies, read at most once a pass, and only
+        when the pass meets a run or cursor of another copy or of an unknown DAG."""
         self.starting = True
         """False once the scheduler is stopping: passes then start nothing new."""
         self._dags: dict[str, Dag] = {}
+        self._copies: dict[str, str] = {}
+        """The fingerprint of each loaded DAG's copy, by name."""
+        self._claimable = queries.LoadedCopies.of({})
+        """``_copies`` as the claim query takes them (built once per load)."""
         self._waiting_dags: list[str] = []
         """The loaded DAGs with inputs on other DAGs: those whose new task runs wait."""
         self._check_waits = True
@@ -148,10 +161,13 @@ class Ticker:
         self.scheduler_id = uuid.uuid4().hex
         """This scheduler's row in ``scheduler_heartbeat``."""
         self._host = socket.gethostname()
-        self._beat_dags: tuple[str, ...] | None = None
-        """The DAG list last committed in the heartbeat (None: never)."""
+        self._beat_copies: dict[str, str] | None = None
+        """The DAG copies last committed in the heartbeat (None: never); a reload
+        makes a new mapping, which is recorded in the next heartbeat."""
         self._beat_at: float | None = None
         """``time.perf_counter()`` at the start of the pass of the last heartbeat."""
+        self._beat_now: datetime | None = None
+        """The clock's time of the last heartbeat."""
         self._unrecorded: list[Outcome] = []
         """Outcomes the manager reported that are not committed yet: a manager
         reports an outcome once, so a pass that fails (the database went away)
@@ -172,6 +188,8 @@ class Ticker:
             else:
                 self._broken[name] = dag
                 log.error("DAG %s is not loaded: %s", name, dag)
+        self._copies = {name: self._dags[name].fingerprint for name in sorted(self._dags)}
+        self._claimable = queries.LoadedCopies.of(self._copies)
         self._waiting_dags = sorted(
             name
             for name, dag in self._dags.items()
@@ -196,6 +214,7 @@ class Ticker:
         with self.engine.connect() as conn:
             alive = self._poll(conn)
             now = self.clock()
+            self._live = None
             with conn.begin():
                 result.finished = self._record(conn, now, alive)
                 expired = queries.expire_leases(conn, now)
@@ -208,9 +227,10 @@ class Ticker:
                     found = self._resolve_input_waits(conn, now, result)
                     self._check_waits = bool(self._waiting_dags) or found
                 claims = self._claim(conn, now) if self.starting else []
-                dags = tuple(sorted(self._dags))
-                beat = self._heartbeat_due(dags, started)
+                copies = self._copies
+                beat = self._heartbeat_due(copies, started, now)
                 if beat:
+                    changed = copies is not self._beat_copies
                     queries.record_heartbeat(
                         conn,
                         self.scheduler_id,
@@ -219,10 +239,11 @@ class Ticker:
                         self.manager.name,
                         now,
                         time.perf_counter() - started,
-                        None if dags == self._beat_dags else dags,
+                        list(copies) if changed else None,
+                        copies if changed else None,
                     )
             if beat:
-                self._beat_dags, self._beat_at = dags, started
+                self._beat_copies, self._beat_at, self._beat_now = copies, started, now
             self._unrecorded.clear()
             self._launch(conn, claims, result)
         if result.did_work:
@@ -262,9 +283,10 @@ class Ticker:
         self._unrecorded.clear()
         return recorded
 
-    def _heartbeat_due(self, dags: tuple[str, ...], started: float) -> bool:
-        """Whether this pass records the heartbeat: when the loaded DAGs changed, or
-        when the last heartbeat is HEARTBEAT_SECONDS old.
+    def _heartbeat_due(self, copies: dict[str, str], started: float, now: datetime) -> bool:
+        """Whether this pass records the heartbeat: when the loaded DAGs (or their
+        copies) changed, or when the last heartbeat is HEARTBEAT_SECONDS old (by the
+        wall clock or by the scheduler's clock).
 
         An idle pass writes nothing else, and its commit is then free; writing the
         heartbeat on every one of them would cost a WAL flush each, and on every pass
@@ -272,9 +294,11 @@ class Ticker:
         task's start.
         """
         return (
-            dags != self._beat_dags
+            copies is not self._beat_copies
             or self._beat_at is None
+            or self._beat_now is None
             or started - self._beat_at >= HEARTBEAT_SECONDS
+            or (now - self._beat_now).total_seconds() >= HEARTBEAT_SECONDS
         )
 
     def mark_stopped(self) -> None:
@@ -314,18 +338,29 @@ class Ticker:
     def _create_due_runs(
         self, conn: Connection, now: datetime, result: PassResult
     ) -> datetime | None:
-        plan = plan_schedules(self._dags, queries.schedule_cursors(conn), now, self._broken)
-        queries.upsert_cursors(conn, plan.reset, now)
-        queries.delete_cursors(conn, plan.drop)
-        # Another scheduler may have fired a due cursor since it was read: lock it and
-        # decide on what the lock shows.
-        due = queries.lock_due_cursors(conn, plan.due, now) if plan.due else []
+        cursors = queries.schedule_cursors(conn)
+        plan = plan_schedules(self._dags, cursors, now, self._broken)
+        if plan.needs_live:  # a cursor of another copy, or of a DAG not loaded here
+            plan = plan_schedules(
+                self._dags, cursors, now, self._broken, self._live_copies(conn, now)
+            )
+        queries.upsert_cursors(conn, plan.reset, now, plan.expected)
+        queries.delete_cursors(conn, plan.drop, plan.expected)
+        # Another scheduler may have fired (or taken over) a due cursor since it was
+        # read: lock it and decide on what the lock shows.
+        due = (
+            queries.lock_due_cursors(conn, {name: self._copies[name] for name in plan.due}, now)
+            if plan.due
+            else []
+        )
         fires = plan_fires(due, now, {c.dag_name: self._dags[c.dag_name].overlap for c in due})
         for name, problem in {**plan.problems, **fires.problems}.items():
             log.error("DAG %s: cannot compute its schedule: %s", name, problem)
         for name, fire in fires.skipped:
             log.info("DAG %s is paused: no run for %s", name, fire)
-        created = queries.insert_scheduled_runs(conn, fires.runs, now)
+        created = queries.insert_scheduled_runs(
+            conn, fires.runs, now, {name: self._copies[name] for name, _ in fires.runs}
+        )
         skipped = queries.insert_skipped_runs(conn, fires.overlapped, now)
         queries.advance_cursors(conn, fires.advanced, now)
         for run in created:
@@ -369,19 +404,42 @@ class Ticker:
         runs = queries.lock_earliest_runs(conn)
         finished: list[tuple[int, RunStatus, str | None]] = []
         active = []
+        stamp: dict[int, str] = {}
         unknown: set[str] = set()
+        elsewhere: set[str] = set()
         for run in runs:
-            if run.dag_name in self._dags:
+            dag = self._dags.get(run.dag_name)
+            if dag is not None:
+                owner = run_owner(dag, run.fingerprint)
+                if owner is Owner.ASK:
+                    owner = run_owner(dag, run.fingerprint, self._live_copies(conn, now))
+                if owner is Owner.OTHERS:
+                    continue  # created by another copy of the DAG, which a live scheduler has
+                if owner is Owner.ADOPT:
+                    log.info(
+                        "run %d of %s: adopted (no live scheduler has its copy %s of the DAG)",
+                        run.id,
+                        run.dag_name,
+                        run.fingerprint,
+                    )
+                if run.fingerprint != dag.fingerprint:
+                    stamp[run.id] = dag.fingerprint
                 active.append(run)
             elif run.dag_name in self.registry:
                 continue  # a broken DAG: its runs wait for a fix
             elif self._is_gone(run):
+                if self._live_copies(conn, now).knows(run.dag_name):
+                    elsewhere.add(run.dag_name)  # another live scheduler runs it
+                    continue
                 message = f"DAG {run.dag_name!r} is no longer in the registry"
                 log.warning("run %d failed: %s", run.id, message)
                 finished.append((run.id, RunStatus.FAILED, message))
             else:
                 unknown.add(run.dag_name)
-        self._unknown_since = {n: g for n, g in self._unknown_since.items() if n in unknown}
+        self._unknown_since = {
+            n: g for n, g in self._unknown_since.items() if n in unknown or n in elsewhere
+        }
+        queries.set_run_fingerprints(conn, stamp)
         result.unknown_dags = unknown
         # Runs of DAGs that do not load wait for a fix; they do not keep --until-idle busy.
         result.running_runs = len(active)
@@ -407,12 +465,18 @@ class Ticker:
         queries.finish_runs(conn, finished, now)
         result.ended_runs = len(finished)
 
+    def _live_copies(self, conn: Connection, now: datetime) -> LiveCopies:
+        """The DAG copies of the other live schedulers (read once a pass, when needed)."""
+        if self._live is None:
+            self._live = queries.live_copies(conn, self.scheduler_id, now - self.removed_grace)
+        return self._live
+
     def _resolve_input_waits(self, conn: Connection, now: datetime, result: PassResult) -> bool:
         """Let task runs whose inputs on other DAGs have come start, and fail those
         whose ``input_timeout`` passed first; whether any wait was found. Three
         statements at most, however many waits: lock the waits, check every window
         at once, write what changed."""
-        waits = queries.lock_input_waits(conn)
+        waits = queries.lock_input_waits(conn, self._claimable)
         if not waits:
             return False
         windows = input_windows(waits, self._dags)
@@ -452,7 +516,7 @@ class Ticker:
             )
         host = self.manager.fixed_host()
         claims = queries.claim_waiting(
-            conn, self.manager.name, list(self._dags), limit, now, now + self.lease, host
+            conn, self.manager.name, self._claimable, limit, now, now + self.lease, host
         )
         if host is None:
             hosts = {

@@ -192,7 +192,12 @@ def test_cancel_while_a_pass_claims_the_next_task_stops_it(
     with engine.connect() as conn:
         tx = conn.begin()
         claims = queries.claim_waiting(
-            conn, manager.name, ["chain"], 10, clock(), clock.advance(0) + t.lease
+            conn,
+            manager.name,
+            queries.LoadedCopies.of({"chain": t.dags["chain"].fingerprint}),
+            10,
+            clock(),
+            clock.advance(0) + t.lease,
         )
         assert [c.task_run_id for c in claims] == [waiting]
         outcome: list[object] = []

@@ -12,7 +12,9 @@ from workflows_tick.plan import (
     Cursor,
     InputWait,
     InputWindow,
+    LiveCopies,
     NewTaskRun,
+    Owner,
     TaskRunState,
     WaitPlan,
     WaitUpdate,
@@ -21,6 +23,7 @@ from workflows_tick.plan import (
     plan_fires,
     plan_run,
     plan_schedules,
+    run_owner,
     settle_waits,
 )
 from workflows_tick.states import RunStatus, TaskStatus
@@ -163,8 +166,15 @@ def test_a_run_waits_while_a_task_is_running() -> None:
 # --- plan_schedules ------------------------------------------------------------------
 
 
-def cursor(name: str, fire: datetime, schedule: str = HOURLY, tz: str = "UTC") -> Cursor:
-    return Cursor(name, schedule, tz, fire)
+def cursor(
+    name: str, fire: datetime, schedule: str = HOURLY, tz: str = "UTC", fp: str | None = None
+) -> Cursor:
+    return Cursor(name, schedule, tz, fire, fingerprint=fp)
+
+
+def mine(name: str, fire: datetime, schedule: str = HOURLY, tz: str = "UTC") -> Cursor:
+    """A cursor set by the copy ``dag(schedule=schedule, timezone=tz)`` (any name)."""
+    return cursor(name, fire, schedule, tz, dag(schedule=schedule, timezone=tz).fingerprint)
 
 
 def at(hour: int, minute: int = 0, day: int = 1) -> datetime:
@@ -173,57 +183,148 @@ def at(hour: int, minute: int = 0, day: int = 1) -> datetime:
 
 def test_a_new_dag_gets_a_cursor_at_its_next_fire_time_not_a_past_one() -> None:
     plan = plan_schedules({"d": dag(schedule=HOURLY)}, {}, NOW)
-    assert plan.reset == [cursor("d", at(13))]
-    assert plan.due == [] and plan.drop == []
-    assert plan.cursors == {"d": cursor("d", at(13))}
+    assert plan.reset == [mine("d", at(13))]
+    assert plan.due == [] and plan.drop == [] and plan.expected == {}
+    assert plan.cursors == {"d": mine("d", at(13))}
 
 
 def test_a_cursor_whose_time_has_come_is_due() -> None:
     d = {"d": dag(schedule=HOURLY)}
-    assert plan_schedules(d, {"d": cursor("d", at(12))}, NOW).due == ["d"]
-    assert plan_schedules(d, {"d": cursor("d", NOW)}, NOW).due == ["d"]
-    plan = plan_schedules(d, {"d": cursor("d", at(13))}, NOW)
+    assert plan_schedules(d, {"d": mine("d", at(12))}, NOW).due == ["d"]
+    assert plan_schedules(d, {"d": mine("d", NOW)}, NOW).due == ["d"]
+    plan = plan_schedules(d, {"d": mine("d", at(13))}, NOW)
     assert plan.due == [] and plan.reset == []
-    assert plan.cursors == {"d": cursor("d", at(13))}
+    assert plan.cursors == {"d": mine("d", at(13))}
+
+
+def test_a_cursor_set_by_no_particular_copy_is_stamped_where_it_stands() -> None:
+    plan = plan_schedules({"d": dag(schedule=HOURLY)}, {"d": cursor("d", at(12))}, NOW)
+    assert plan.reset == [mine("d", at(12))]
+    assert plan.expected == {"d": None}
+    assert plan.due == ["d"] and not plan.needs_live
 
 
 def test_an_edited_schedule_applies_from_now_on() -> None:
-    cursors = {"d": cursor("d", at(11))}  # due under the old schedule
-    plan = plan_schedules({"d": dag(schedule="30 * * * *")}, cursors, NOW)
-    assert plan.reset == [cursor("d", at(12, 30), "30 * * * *")]
+    cursors = {"d": mine("d", at(11))}  # due under the old schedule
+    edited = dag(schedule="30 * * * *")
+    plan = plan_schedules({"d": edited}, cursors, NOW, live=LiveCopies())
+    assert plan.reset == [mine("d", at(12, 30), "30 * * * *")]
+    assert plan.expected == {"d": cursors["d"].fingerprint}
     assert plan.due == []
 
 
 def test_an_edited_time_zone_resets_the_cursor() -> None:
-    cursors = {"d": cursor("d", at(13), "0 3 * * *")}
-    plan = plan_schedules({"d": dag(schedule="0 3 * * *", timezone="Asia/Tokyo")}, cursors, NOW)
+    cursors = {"d": mine("d", at(13), "0 3 * * *")}
+    tokyo = dag(schedule="0 3 * * *", timezone="Asia/Tokyo")
+    plan = plan_schedules({"d": tokyo}, cursors, NOW, live=LiveCopies())
     # 03:00 in Tokyo (UTC+9) is 18:00 UTC the day before.
-    assert plan.reset == [cursor("d", at(18), "0 3 * * *", "Asia/Tokyo")]
+    assert plan.reset == [mine("d", at(18), "0 3 * * *", "Asia/Tokyo")]
 
 
 def test_a_dag_without_a_schedule_or_gone_drops_its_cursor_a_broken_one_keeps_it() -> None:
-    cursors = {n: cursor(n, at(13)) for n in ("unscheduled", "gone", "broken", "kept")}
+    cursors = {n: mine(n, at(13)) for n in ("unscheduled", "gone", "broken", "kept")}
     dags = {"unscheduled": dag(name="unscheduled"), "kept": dag(name="kept", schedule=HOURLY)}
-    plan = plan_schedules(dags, cursors, NOW, broken={"broken"})
+    plan = plan_schedules(dags, cursors, NOW, broken={"broken"}, live=LiveCopies())
     assert sorted(plan.drop) == ["gone", "unscheduled"]
-    assert plan.cursors == {"kept": cursor("kept", at(13))}
+    assert plan.cursors == {"kept": mine("kept", at(13))}
 
 
 def test_a_removed_then_re_added_dag_waits_for_its_next_time() -> None:
     d = {"d": dag(schedule=HOURLY)}
-    removed = plan_schedules({}, {"d": cursor("d", at(13))}, NOW)
+    removed = plan_schedules({}, {"d": mine("d", at(13))}, NOW, live=LiveCopies())
     assert removed.drop == ["d"]
     later = NOW + timedelta(days=3)  # back three days later: no cursor, so like a new DAG
     plan = plan_schedules(d, {}, later)
-    assert plan.due == [] and plan.reset == [cursor("d", at(13, day=4))]
+    assert plan.due == [] and plan.reset == [mine("d", at(13, day=4))]
 
 
 def test_one_dag_whose_schedule_cannot_be_computed_does_not_stop_the_others() -> None:
     dags = {"bad": dag(name="bad", schedule="not cron"), "good": dag(name="good", schedule=HOURLY)}
     plan = plan_schedules(dags, {}, NOW)
     assert list(plan.problems) == ["bad"]
-    assert plan.reset == [cursor("good", at(13))]
+    assert plan.reset == [mine("good", at(13))]
     assert "bad" not in plan.cursors
+
+
+# --- plan_schedules: other copies of a DAG (rolling deploys) ---------------------------
+
+OLD = dag(task("a"), schedule=HOURLY)
+NEW = dag(task("a"), task("b", "a"), schedule=HOURLY)  # a task added: another copy
+
+
+def test_copies_differ_when_what_the_scheduler_decides_with_differs() -> None:
+    assert OLD.fingerprint != NEW.fingerprint
+    assert dag(task("a"), schedule=HOURLY).fingerprint == OLD.fingerprint
+    assert len(OLD.fingerprint) == 16
+
+
+def test_a_cursor_of_another_copy_needs_the_live_schedulers_and_decides_nothing_without() -> None:
+    cursors = {"d": cursor("d", at(12), fp=OLD.fingerprint)}
+    plan = plan_schedules({"d": NEW}, cursors, NOW)
+    assert plan.needs_live
+    assert plan.reset == [] and plan.due == [] and plan.drop == [] and plan.cursors == {}
+
+
+def test_a_cursor_of_another_copy_is_left_while_a_live_scheduler_has_that_copy() -> None:
+    cursors = {"d": cursor("d", at(12), fp=OLD.fingerprint)}
+    live = LiveCopies({"d": frozenset({OLD.fingerprint})})
+    plan = plan_schedules({"d": NEW}, cursors, NOW, live=live)
+    assert plan.left == ["d"] and not plan.needs_live
+    assert plan.reset == [] and plan.due == [] and plan.drop == []
+    assert plan.cursors == {}  # not ours to fire: the loop does not wake up for it
+
+
+def test_a_cursor_of_a_copy_no_live_scheduler_has_is_taken_over_where_it_stands() -> None:
+    cursors = {"d": cursor("d", at(12), fp=OLD.fingerprint)}
+    live = LiveCopies({"d": frozenset({"0123456789abcdef"})})  # some third copy
+    plan = plan_schedules({"d": NEW}, cursors, NOW, live=live)
+    assert plan.reset == [cursor("d", at(12), fp=NEW.fingerprint)]  # the fire time kept
+    assert plan.expected == {"d": OLD.fingerprint}
+    assert plan.due == ["d"]  # and fired by this copy, once
+
+
+def test_a_cursor_taken_over_with_another_schedule_is_reset_from_now() -> None:
+    cursors = {"d": cursor("d", at(11), fp=OLD.fingerprint)}
+    edited = dag(task("a"), schedule="30 * * * *")
+    plan = plan_schedules({"d": edited}, cursors, NOW, live=LiveCopies())
+    assert plan.reset == [cursor("d", at(12, 30), "30 * * * *", fp=edited.fingerprint)]
+    assert plan.due == []  # 11:00 is never replayed
+
+
+def test_a_cursor_of_a_dag_not_loaded_here_is_dropped_only_when_no_live_scheduler_knows_it() -> (
+    None
+):
+    cursors = {"new": cursor("new", at(13), fp=NEW.fingerprint)}
+    assert plan_schedules({}, cursors, NOW).needs_live
+    known = LiveCopies({"new": frozenset({NEW.fingerprint})})
+    kept = plan_schedules({}, cursors, NOW, live=known)
+    assert kept.drop == [] and kept.left == ["new"]
+    gone = plan_schedules({}, cursors, NOW, live=LiveCopies({"other": frozenset()}))
+    assert gone.drop == ["new"] and gone.expected == {"new": NEW.fingerprint}
+
+
+def test_a_dag_unscheduled_here_leaves_the_cursor_of_a_live_scheduled_copy() -> None:
+    unscheduled = dag(task("a"))
+    cursors = {"d": cursor("d", at(13), fp=OLD.fingerprint)}
+    live = LiveCopies({"d": frozenset({OLD.fingerprint})})
+    assert plan_schedules({"d": unscheduled}, cursors, NOW, live=live).drop == []
+    assert plan_schedules({"d": unscheduled}, cursors, NOW, live=LiveCopies()).drop == ["d"]
+
+
+# --- run_owner ---------------------------------------------------------------------------
+
+
+def test_a_run_of_this_copy_or_of_no_particular_copy_is_ours() -> None:
+    assert run_owner(NEW, NEW.fingerprint) is Owner.OURS
+    assert run_owner(NEW, None) is Owner.OURS
+
+
+def test_a_run_of_another_copy_is_left_to_a_live_scheduler_that_has_it_else_adopted() -> None:
+    assert run_owner(NEW, OLD.fingerprint) is Owner.ASK
+    live = LiveCopies({"d": frozenset({OLD.fingerprint})})
+    assert run_owner(NEW, OLD.fingerprint, live) is Owner.OTHERS
+    assert run_owner(NEW, OLD.fingerprint, LiveCopies({"d": frozenset()})) is Owner.ADOPT
+    assert run_owner(NEW, OLD.fingerprint, LiveCopies()) is Owner.ADOPT
 
 
 # --- plan_fires -----------------------------------------------------------------------
@@ -428,16 +529,17 @@ def test_a_changed_dst_policy_resets_the_cursor_from_now_and_replays_nothing() -
     due_under_the_old_policy = {"d": cursor("d", at(11))}
     plan = plan_schedules(d, due_under_the_old_policy, NOW)
     assert plan.due == []
-    assert plan.reset == [Cursor("d", HOURLY, "UTC", at(13), dst=SKIP_GAP)]
+    fp = d["d"].fingerprint
+    assert plan.reset == [Cursor("d", HOURLY, "UTC", at(13), dst=SKIP_GAP, fingerprint=fp)]
     assert plan.cursors["d"].dst == SKIP_GAP
-    # Back to the default: reset again.
-    plan = plan_schedules({"d": dag(schedule=HOURLY)}, {"d": plan.reset[0]}, NOW)
-    assert plan.reset == [cursor("d", at(13))]
+    # Back to the default (another copy: no live scheduler has the one above): reset again.
+    plan = plan_schedules({"d": dag(schedule=HOURLY)}, {"d": plan.reset[0]}, NOW, live=LiveCopies())
+    assert plan.reset == [mine("d", at(13))]
 
 
 def test_a_cursor_computed_with_the_dag_s_policy_is_kept() -> None:
     d = {"d": replace(dag(schedule=HOURLY), dst_gap=DstGap.SKIP)}
-    kept = Cursor("d", HOURLY, "UTC", at(12), dst=SKIP_GAP)
+    kept = Cursor("d", HOURLY, "UTC", at(12), dst=SKIP_GAP, fingerprint=d["d"].fingerprint)
     plan = plan_schedules(d, {"d": kept}, NOW)
     assert plan.reset == [] and plan.due == ["d"]
 
@@ -448,8 +550,9 @@ def test_a_new_cursor_follows_the_dag_s_policy() -> None:
     d = {"d": replace(dag(schedule="30 2 * * *", timezone=NY), dst_gap=DstGap.SKIP)}
     now = datetime(2024, 3, 9, 8, tzinfo=UTC)
     plan = plan_schedules(d, {}, now)
+    fire = datetime(2024, 3, 11, 6, 30, tzinfo=UTC)
     assert plan.reset == [
-        Cursor("d", "30 2 * * *", NY, datetime(2024, 3, 11, 6, 30, tzinfo=UTC), dst=SKIP_GAP)
+        Cursor("d", "30 2 * * *", NY, fire, dst=SKIP_GAP, fingerprint=d["d"].fingerprint)
     ]
 
 
