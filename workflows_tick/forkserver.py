@@ -5,9 +5,18 @@ interpreter and its imports (about 55 ms beyond an empty ``python``) for every
 attempt. Instead the worker manager starts this module once
 (``python -m workflows_tick.forkserver``): it imports what ``run`` needs, and
 then forks one child per attempt, which runs exactly what that command runs
-(:func:`workflows_tick.entry.main`) at the top level of the child, so that the
-interpreter exits the usual way (``atexit`` hooks, non-daemon threads, flushed
-output, the exit code of ``sys.exit`` or 1 after a traceback).
+(:func:`workflows_tick.entry.main`) and ends as that interpreter would (non-daemon
+threads waited for, ``atexit`` hooks, flushed output, the exit code of
+``sys.exit``; an uncaught exception goes through the interpreter's own exit),
+without tearing the interpreter down.
+
+The child of the next attempt is forked ahead of its request (the *spare*): it
+leads its session already and warms the loader and logging paths on a built-in
+sample while it waits (:func:`_warm_up`), so that neither the fork nor the first
+touch of the server's pages is paid between a request and the task's code. The
+server hands it the request over its own socket pair, answers ``started`` at once,
+and forks the next spare. A spare that dies while it waits is reaped and replaced;
+a spare exits when its socket closes (its server stopped or died).
 
 What an attempt gets, as with its own interpreter:
 
@@ -23,8 +32,8 @@ What an attempt gets, as with its own interpreter:
   database connection is opened in the attempt.
 
 Whatever an attempt does to its process (cwd, signal handlers, ``sys.modules``,
-threads, file descriptors) dies with it: the next attempt is forked from the
-untouched server.
+threads, file descriptors) dies with it: the next attempt (and its spare) is
+forked from the untouched server.
 
 Protocol: one ``AF_UNIX`` ``SOCK_SEQPACKET`` socket (its descriptor number is the
 server's one argument), one
