@@ -155,6 +155,11 @@ def main() -> None:
         "--capacity", default="100,1000", help="comma-separated InstantManager capacities"
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--no-event-triggers",
+        action="store_true",
+        help="disable the event outbox triggers of dag_run and task_run (what they cost)",
+    )
     args = parser.parse_args()
     counts = [int(n) for n in args.schedulers.split(",")]
     capacities = [int(n) for n in args.capacity.split(",")]
@@ -163,7 +168,13 @@ def main() -> None:
         bench_database(args.database_url, "throughput") as db,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        header(f"Throughput: one run of {args.tasks} independent no_op tasks", db)
+        if args.no_event_triggers:
+            with psycopg2.connect(db.url) as conn, conn.cursor() as cur:
+                cur.execute("ALTER TABLE dag_run DISABLE TRIGGER USER")
+                cur.execute("ALTER TABLE task_run DISABLE TRIGGER USER")
+            conn.close()
+        triggers = " (event triggers disabled)" if args.no_event_triggers else ""
+        header(f"Throughput: one run of {args.tasks} independent no_op tasks{triggers}", db)
         root = Path(tmp)
         write_project(root, {"wide": independent_dag(args.tasks)})
         print(

@@ -297,3 +297,31 @@ def test_a_refused_log_read_costs_only_the_log(
     assert [w for w in warnings if "pods/log" in w] == [
         f"{why}; task runs finish without their log until then"
     ]
+
+
+LIST_WITHOUT_GENERATED_API = """
+import sys
+from workflows_tick.managers.kubernetes.backend import ClientBackend
+
+backend = ClientBackend(config_file=sys.argv[1])
+print(len(backend.list_pods("default", "app=none")))
+backend.close()
+print("kubernetes.client.api.core_v1_api" in sys.modules)
+"""
+
+
+def test_the_backend_speaks_to_the_api_without_the_generated_core_api(kubeconfig: Path) -> None:
+    # CoreV1Api builds validating models for every endpoint when imported (about a
+    # second): a one-shot pass that lists pods must not pay for it.
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", LIST_WITHOUT_GENERATED_API, str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "False"]
