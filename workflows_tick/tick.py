@@ -407,6 +407,7 @@ class Ticker:
         stamp: dict[int, str] = {}
         unknown: set[str] = set()
         elsewhere: set[str] = set()
+        gone: list[queries.DagRunRow] = []
         for run in runs:
             dag = self._dags.get(run.dag_name)
             if dag is not None:
@@ -431,11 +432,17 @@ class Ticker:
                 if self._live_copies(conn, now).knows(run.dag_name):
                     elsewhere.add(run.dag_name)  # another live scheduler runs it
                     continue
+                gone.append(run)
+            else:
+                unknown.add(run.dag_name)
+        awaited = {r.id for r in self._not_yet_started(conn, gone, now)}
+        for run in gone:
+            if run.id in awaited:
+                elsewhere.add(run.dag_name)  # its version's schedulers may be starting
+            else:
                 message = f"DAG {run.dag_name!r} is no longer in the registry"
                 log.warning("run %d failed: %s", run.id, message)
                 finished.append((run.id, RunStatus.FAILED, message))
-            else:
-                unknown.add(run.dag_name)
         self._unknown_since = {
             n: g for n, g in self._unknown_since.items() if n in unknown or n in elsewhere
         }
@@ -495,6 +502,21 @@ class Ticker:
             # Another scheduler, asleep, may have the capacity to start them.
             queries.notify_work(conn)
         return True
+
+    def _not_yet_started(
+        self, conn: Connection, runs: Sequence[queries.DagRunRow], now: datetime
+    ) -> list[queries.DagRunRow]:
+        """The ``runs`` (of DAGs no live scheduler knows) that a copy of their DAG
+        created within ``--removed-grace`` and no scheduler has advanced yet: a new
+        version's ``trigger`` may come before any scheduler of that version has
+        passed, so such a run is not failed as removed until the grace has passed."""
+        young = [
+            r for r in runs if r.fingerprint is not None and r.created_at > now - self.removed_grace
+        ]
+        if not young:
+            return []
+        states = queries.task_run_states(conn, [r.id for r in young])
+        return [r for r in young if not states[r.id]]
 
     def _is_gone(self, run: queries.DagRunRow) -> bool:
         """Whether a run's DAG, absent from the registry, is really gone: the folder

@@ -110,10 +110,39 @@ def test_a_dag_known_only_to_a_stopped_scheduler_is_failed_as_removed_at_once(
         engine, write_project(tmp_path / "new", {"shared": CHAIN, "added": CHAIN}), clock
     )
     new.run_pass()
-    trigger_dag(new.dags["added"], creator="test", engine=engine, clock=clock)
+    trigger_dag("added", creator="test", engine=engine, clock=clock)  # by name: no copy
     passes(old)
     assert rows(engine, "SELECT status FROM dag_run") == [("running",)]
     new.mark_stopped()  # a clean exit (rolled back)
+    passes(old)
+    assert rows(engine, "SELECT status, message FROM dag_run") == [("failed", GONE)]
+
+
+def test_a_run_a_new_copy_triggered_before_any_new_scheduler_passed_is_not_failed(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    old = scheduler(engine, write_project(tmp_path / "old", {"shared": CHAIN}), clock)
+    new_folder = write_project(tmp_path / "new", {"shared": CHAIN, "added": CHAIN})
+    # The new version's command line triggers it; no new scheduler has passed yet.
+    trigger_dag(new_folder.get("added"), creator="test", engine=engine, clock=clock)
+    clock.advance(minutes=9)
+    passes(old)
+    assert rows(engine, "SELECT status FROM dag_run") == [("running",)]
+    new = scheduler(engine, new_folder, clock)  # the new version starts
+    until_idle(new)
+    assert rows(engine, "SELECT status FROM dag_run") == [("succeeded",)]
+    assert ran(new) and ran(old) == []
+
+
+def test_a_run_of_a_dag_no_scheduler_ever_had_is_failed_once_older_than_the_grace(
+    engine: Engine, tmp_path: Path, clock: FakeClock
+) -> None:
+    old = scheduler(engine, write_project(tmp_path / "old", {"shared": CHAIN}), clock)
+    new_folder = write_project(tmp_path / "new", {"shared": CHAIN, "added": CHAIN})
+    trigger_dag(new_folder.get("added"), creator="test", engine=engine, clock=clock)
+    passes(old)
+    assert rows(engine, "SELECT status FROM dag_run") == [("running",)]
+    clock.advance(minutes=11)  # past the default --removed-grace of 10
     passes(old)
     assert rows(engine, "SELECT status, message FROM dag_run") == [("failed", GONE)]
 
