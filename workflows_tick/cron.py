@@ -55,6 +55,8 @@ class DstPolicy:
     @classmethod
     def of(cls, dag: Dag) -> DstPolicy:
         """The policy ``dag``'s ``workflow.yaml`` chose."""
+        if dag.dst_gap is None and dag.dst_repeat is None:
+            return DEFAULT_DST  # most DAGs: one shared value (asked every idle pass)
         return cls(dag.dst_gap, dag.dst_repeat)
 
     @property

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from workflows_tick.cron import DstPolicy
+from workflows_tick.cron import DEFAULT_DST, DstPolicy
 from workflows_tick.logs import redact
 from workflows_tick.managers.base import Outcome, RunningTaskRun
 from workflows_tick.model import DstGap, DstRepeat
@@ -237,12 +237,16 @@ def expire_leases(conn: Connection, now: datetime) -> list[int]:
 # --- schedules ------------------------------------------------------------------------
 
 
+_GAPS = {g.value: g for g in DstGap}
+_REPEATS = {r.value: r for r in DstRepeat}
+
+
 def _dst_policy(gap: str | None, repeat: str | None) -> DstPolicy:
     """The DST policy stored in a cursor row (a value this version does not know reads
     as unset, so the cursor differs from any DAG that chose it and is reset)."""
-    gaps = {g.value: g for g in DstGap}
-    repeats = {r.value: r for r in DstRepeat}
-    return DstPolicy(gaps.get(gap or ""), repeats.get(repeat or ""))
+    if gap is None and repeat is None:
+        return DEFAULT_DST  # most cursors: one shared value, read every idle pass
+    return DstPolicy(_GAPS.get(gap or ""), _REPEATS.get(repeat or ""))
 
 
 def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
@@ -252,16 +256,11 @@ def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
             "FROM dag_schedule"
         )
     )
+    # Every idle pass reads every cursor: unpack plain tuples (cheaper than Row
+    # attributes, which add up at hundreds of DAGs).
     return {
-        r.dag_name: Cursor(
-            r.dag_name,
-            r.schedule,
-            r.timezone,
-            r.next_fire_at,
-            dst=_dst_policy(r.dst_gap, r.dst_repeat),
-            fingerprint=r.fingerprint,
-        )
-        for r in rows
+        name: Cursor(name, schedule, zone, fire, dst=_dst_policy(gap, repeat), fingerprint=fp)
+        for name, schedule, zone, fire, gap, repeat, fp in rows.tuples()
     }
 
 
