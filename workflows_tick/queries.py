@@ -256,11 +256,11 @@ def schedule_cursors(conn: Connection) -> dict[str, Cursor]:
             "FROM dag_schedule"
         )
     )
-    # Every idle pass reads every cursor: unpack plain tuples (cheaper than Row
+    # Every idle pass reads every cursor: unpack each row (cheaper than its
     # attributes, which add up at hundreds of DAGs).
     return {
         name: Cursor(name, schedule, zone, fire, dst=_dst_policy(gap, repeat), fingerprint=fp)
-        for name, schedule, zone, fire, gap, repeat, fp in rows.tuples()
+        for name, schedule, zone, fire, gap, repeat, fp in rows
     }
 
 
