@@ -7,8 +7,9 @@ the SIGKILL that follows the grace ends them. Once every attempt runs, each run 
 cancelled (every fifth with the real ``workflows cancel`` command, the others with
 ``scheduler.cancel_run``), and the script waits for every attempt to be recorded.
 
-It reports: processes left behind (descendants of the schedulers seen before the
-cancel that are still alive), attempts recorded failed instead of cancelled,
+It reports: processes left behind (processes of the attempts seen before the
+cancel that are still alive; the schedulers' fork servers and their idle spare
+processes are not attempts), attempts recorded failed instead of cancelled,
 attempts retried, runs left running. All must be 0.
 
     python benchmarks/reliability/cancel.py [--schedulers 3] [--runs 50] [--database-url URL]
@@ -22,6 +23,33 @@ import time
 from pathlib import Path
 
 import common
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def attempt_processes(schedulers: list[int], pids: Path) -> dict[int, int]:
+    """The processes of the running attempts under ``schedulers`` (pid -> start time):
+    every descendant of a scheduler that is a task's shell or its ``sleep`` (their
+    pids are in ``pids``), below one of them, or between one of them and its
+    scheduler's fork server. The fork server and its idle spare process are the
+    scheduler's own and live as long as it does: they are not attempts."""
+    tree: dict[int, int] = {}
+    for pid in schedulers:
+        tree.update(common.descendants(pid))
+    tasks = {int(word) for f in pids.iterdir() for word in f.read_text().split()}
+    chosen: set[int] = set()
+    for task in tasks & set(tree):
+        chosen.update(common.descendants(task))
+        pid: int | None = task
+        while pid is not None and pid in tree and _parent(pid) not in schedulers:
+            chosen.add(pid)  # the task and its ancestors up to the fork server
+            pid = _parent(pid)
+    return {pid: start for pid, start in tree.items() if pid in chosen}
 
 
 def main() -> int:
@@ -78,9 +106,7 @@ def main() -> int:
                 step=0.5,
             )
             hosts = common.scalar(url, "SELECT count(DISTINCT host) FROM task_run")
-            before: dict[int, int] = {}
-            for proc in schedulers:
-                before.update(common.descendants(proc.pid))
+            before = attempt_processes([proc.pid for proc in schedulers], pids)
             started = time.monotonic()
             for n, run_id in enumerate(runs):
                 if n % 5 == 0:
@@ -118,7 +144,7 @@ def main() -> int:
             "schedulers (alive at the end)": f"{args.schedulers} ({alive})",
             "runs cancelled (with a running attempt each)": len(runs),
             "schedulers that ran attempts": hosts,
-            "processes seen under the schedulers before the cancel": len(before),
+            "attempt processes seen before the cancel": len(before),
             "cancel commands took (s)": f"{cancelled_in:.1f}",
             "all attempts recorded after (s)": f"{stopped_in:.1f}",
             "task runs by status": statuses,
