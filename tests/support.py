@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from workflows_tick.testing import (
     workflows,
     write_project,
 )
+from workflows_tick.tick import Ticker
 
 __all__ = [
     "LEDGER_TABLE",
@@ -82,6 +84,28 @@ def start_scheduler(config: str, env: Mapping[str, str], *extra: str) -> subproc
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def passes_at_once(tickers: Iterable[Ticker]) -> None:
+    """One pass of each scheduler, all released at the same instant (threads behind a
+    barrier), as schedulers sharing a database do; any error fails the caller."""
+    tickers = list(tickers)
+    barrier = threading.Barrier(len(tickers))
+    errors: list[BaseException] = []
+
+    def go(tk: Ticker) -> None:
+        try:
+            barrier.wait()
+            tk.run_pass()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go, args=(tk,)) for tk in tickers]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
 
 
 def rows(engine: Engine, sql: str) -> list[tuple[Any, ...]]:

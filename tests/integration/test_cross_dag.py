@@ -3,13 +3,12 @@ DAG's latest due run has produced the task, on a real PostgreSQL with a settable
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine, event
 
-from tests.support import rows, write_project
+from tests.support import passes_at_once, rows, write_project
 from workflows_tick.dags import DagRegistry
 from workflows_tick.managers.base import Launch
 from workflows_tick.scheduler import cancel_run, rerun_run, trigger_dag
@@ -272,30 +271,12 @@ def test_two_schedulers_never_start_a_waiting_task_early_or_twice(
     pairs[0][0].run_pass()
     clock.advance(minutes=59, seconds=30)
 
-    def passes_at_once() -> None:
-        barrier = threading.Barrier(len(pairs))
-        errors: list[BaseException] = []
-
-        def go(tk: Ticker) -> None:
-            try:
-                barrier.wait()
-                tk.run_pass()
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=go, args=(tk,)) for tk, _ in pairs]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert errors == []
-
     for _ in range(5):
-        passes_at_once()
+        passes_at_once(tk for tk, _ in pairs)
     assert [started_x(m) for _, m in pairs] == [[], []]
     upstream.state = True
     for _ in range(10):
-        passes_at_once()
+        passes_at_once(tk for tk, _ in pairs)
 
     assert sum(len(started_x(m)) for _, m in pairs) == 1
     assert x_runs(engine) == [(1, "succeeded", None)]

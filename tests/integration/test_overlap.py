@@ -5,7 +5,6 @@ scheduler and with several firing at once, and what hooks and Cronitor hear of i
 from __future__ import annotations
 
 import itertools
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from tests.fake_cronitor import FakeCronitor
-from tests.support import rows, write_project
+from tests.support import passes_at_once, rows, write_project
 from workflows_tick import metrics
 from workflows_tick.cronitor_monitoring import CronitorSettings, CronitorSink
 from workflows_tick.dags import DagRegistry
@@ -179,26 +178,7 @@ def test_three_schedulers_firing_together_make_one_row_per_fire_and_one_running_
         now = clock.now
         clock.advance(seconds=3600 - (now.minute * 60 + now.second))
         for _ in range(2):  # a round that fires, and one that advances what it made
-            barrier = threading.Barrier(len(tickers))
-            errors: list[BaseException] = []
-
-            def go(
-                tk: Ticker,
-                barrier: threading.Barrier = barrier,
-                errors: list[BaseException] = errors,
-            ) -> None:
-                try:
-                    barrier.wait()
-                    tk.run_pass()
-                except BaseException as exc:  # pragma: no cover - reported below
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=go, args=(tk,)) for tk in tickers]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            assert errors == []
+            passes_at_once(tickers)
         assert rows(
             engine, "SELECT dag_name, count(*) FROM dag_run WHERE status = 'running' GROUP BY 1"
         ) == [("r", 1), ("s", 1)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tests.support import rows, write_project
+from tests.support import passes_at_once, rows, write_project
 from workflows_tick.scheduler import trigger_dag
 from workflows_tick.testing import FakeClock, InstantManager
 from workflows_tick.tick import Ticker
@@ -84,24 +84,7 @@ def test_many_schedulers_never_duplicate_a_scheduled_run(
     tickers[0].run_pass()
     for _ in range(5):
         clock.advance(minutes=1)
-        barrier = threading.Barrier(len(tickers))
-        errors: list[BaseException] = []
-
-        def go(
-            tk: Ticker, barrier: threading.Barrier = barrier, errors: list[BaseException] = errors
-        ) -> None:
-            try:
-                barrier.wait()
-                tk.run_pass()
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=go, args=(tk,)) for tk in tickers]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert errors == []
+        passes_at_once(tickers)
     counts = rows(
         engine, "SELECT dag_name, count(*), count(DISTINCT scheduled_for) FROM dag_run GROUP BY 1"
     )
